@@ -1,0 +1,8 @@
+"""metakit: meta-learning in PyTorch, a batch of tasks as one tensor computation."""
+from . import nets, tasks
+from .batch import TaskBatch
+from .errors import MetakitError
+from .gradient import MAML, Reptile
+
+__version__ = "0.1.0"
+__all__ = ["TaskBatch", "MAML", "Reptile", "MetakitError", "nets", "tasks"]

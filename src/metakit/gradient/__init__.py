@@ -1,0 +1,5 @@
+from .functional import exact_norms
+from .maml import MAML
+from .reptile import Reptile
+
+__all__ = ["MAML", "Reptile", "exact_norms"]

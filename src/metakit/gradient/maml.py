@@ -1,0 +1,79 @@
+"""MAML (Finn et al. 2017), first-order MAML, Meta-SGD (Li et al. 2017) and ANIL (Raghu et al. 2020).
+
+    for each task i (all at once, vmapped):
+        phi_i = theta - alpha * grad L_support_i(theta)      (inner_steps times)
+    meta_loss = mean_i L_query_i(phi_i)                     (backward: exact second order)
+
+Meta-SGD learns alpha as a tensor per parameter; ANIL adapts only `adapt_params` (the head).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..batch import TaskBatch
+from ..errors import MetakitError
+from .functional import Params
+from .learner import LossFn, TaskLearner
+
+
+class MAML(TaskLearner):
+    def __init__(self, model: nn.Module, loss_fn: LossFn, inner_lr: float, inner_steps: int = 1,
+                 first_order: bool = False, learn_inner_lr: bool = False,
+                 adapt_params: Sequence[str] | None = None, chunk_size: int | None = None,
+                 compile: bool = False):
+        super().__init__(model, loss_fn, inner_lr, inner_steps, adapt_params, chunk_size)
+        self.first_order = bool(first_order)
+        self.learn_inner_lr = bool(learn_inner_lr)
+        if learn_inner_lr:  # Meta-SGD: one learned step size per parameter entry, starting at alpha
+            params = dict(model.named_parameters())
+            self.inner_lrs = nn.ParameterDict({
+                _key(n): nn.Parameter(torch.full_like(params[n], self.inner_lr)) for n in self.adapt_names})
+        self._task_losses = torch.compile(self._chunk_losses) if compile else self._chunk_losses
+
+    def step_sizes(self) -> Params:
+        if self.learn_inner_lr:
+            return {n: self.inner_lrs[_key(n)] for n in self.adapt_names}
+        return super().step_sizes()
+
+    def _chunk_losses(self, batch: TaskBatch) -> torch.Tensor:
+        """Query loss after adaptation, one per task: shape [T]."""
+        steps, first_order = self.inner_steps, self.first_order
+
+        def one_task(buffers, params, lrs, sx, sy, qx, qy):
+            fast = self._adapt_task(params, lrs, buffers, sx, sy, steps, first_order)
+            return self._loss(fast, buffers, qx, qy)
+
+        params = dict(self.model.named_parameters())
+        return self.map_tasks(one_task, (params, self.step_sizes()), tuple(batch))
+
+    def task_losses(self, batch: TaskBatch) -> torch.Tensor:
+        _check_batch(batch)
+        return self._task_losses(batch)
+
+    def meta_loss(self, batch: TaskBatch) -> torch.Tensor:
+        """Mean over tasks of the query loss after adaptation; backward() gives the meta-gradient."""
+        return self.task_losses(batch).mean()
+
+    def meta_backward(self, batch: TaskBatch) -> torch.Tensor:
+        """meta_loss(batch).backward() one chunk of tasks at a time, so that memory holds one
+        chunk's graph; returns the (detached) meta-loss. Same gradient as meta_loss."""
+        _check_batch(batch)
+        size = batch.num_tasks if self.chunk_size is None else self.chunk_size
+        total = torch.zeros(())
+        for start in range(0, batch.num_tasks, size):
+            chunk_loss = self._task_losses(batch[start:start + size]).sum() / batch.num_tasks
+            chunk_loss.backward()
+            total = total + chunk_loss.detach().cpu()
+        return total
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")  # ParameterDict keys cannot hold dots
+
+
+def _check_batch(batch: TaskBatch) -> None:
+    if not isinstance(batch, TaskBatch):
+        raise MetakitError(f"expected a metakit.TaskBatch, got {type(batch).__name__}")

@@ -1,0 +1,3 @@
+from .sinusoid import Sinusoid
+
+__all__ = ["Sinusoid"]
