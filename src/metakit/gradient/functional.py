@@ -17,7 +17,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 
 Params = dict[str, torch.Tensor]
 
-_batch_norm, _layer_norm = F.batch_norm, F.layer_norm
+_batch_norm, _layer_norm, _instance_norm = F.batch_norm, F.layer_norm, F.instance_norm
 
 
 def _affine(out: torch.Tensor, weight, bias, shape) -> torch.Tensor:
@@ -39,24 +39,38 @@ def _exact_layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5)
     return _affine(out, weight, bias, list(normalized_shape))
 
 
+def _exact_instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
+                         use_input_stats=True, momentum=0.1, eps=1e-5):
+    out = _instance_norm(input, running_mean, running_var, None, None, use_input_stats, momentum, eps)
+    return _affine(out, weight, bias, [1, -1] + [1] * (input.dim() - 2))
+
+
+_EXACT = {"batch_norm": _exact_batch_norm, "layer_norm": _exact_layer_norm,
+          "instance_norm": _exact_instance_norm}
+_ORIGINAL = {"batch_norm": _batch_norm, "layer_norm": _layer_norm, "instance_norm": _instance_norm}
+
+
 @contextlib.contextmanager
 def exact_norms() -> Iterator[None]:
-    """Route affine batch/layer norm through `normalise, then * weight + bias`.
+    """Route affine batch/layer/instance norm through `normalise, then * weight + bias`.
 
-    On torch 2.13 CPU, second-order gradients through F.batch_norm / F.layer_norm with their
-    weight and bias under vmap are silently wrong (about 1% off for LayerNorm, far more for
-    BatchNorm). The same computation with the affine part applied separately is exact and as
-    fast, so the engine swaps the two functions while it runs a model; nn.BatchNorm*,
-    nn.LayerNorm and user code calling F.* all pick the swap up (they look F.* up per call).
+    On torch 2.13 CPU, second-order gradients under vmap through F.batch_norm, F.layer_norm
+    and F.instance_norm given their weight and bias are silently wrong (about 1% off, often
+    more). The same computation with the affine part applied separately is exact and as
+    fast, so the engine swaps these functions while it runs a model; nn.BatchNorm*,
+    nn.LayerNorm, nn.InstanceNorm* and user code calling F.* all pick the swap up (they look
+    F.* up at each call). GroupNorm and RMSNorm are exact as they are (tested).
     """
     if F.batch_norm is _exact_batch_norm:  # already inside (re-entrant use)
         yield
         return
-    F.batch_norm, F.layer_norm = _exact_batch_norm, _exact_layer_norm
+    for name, fn in _EXACT.items():
+        setattr(F, name, fn)
     try:
         yield
     finally:
-        F.batch_norm, F.layer_norm = _batch_norm, _layer_norm
+        for name, fn in _ORIGINAL.items():
+            setattr(F, name, fn)
 
 
 def split_state(model: nn.Module) -> tuple[Params, Params]:

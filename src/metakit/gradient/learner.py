@@ -76,9 +76,11 @@ class TaskLearner(nn.Module):
                     first_order: bool) -> Params:
         fast = dict(params)
         for _ in range(steps):
-            def support_loss(adapted: Params) -> torch.Tensor:
+            # buffers go in as an argument so that in-place updates (BatchNorm's running
+            # statistics) are legal inside the grad transform
+            def support_loss(adapted: Params, buffers: Params) -> torch.Tensor:
                 return self._loss({**fast, **adapted}, buffers, x, y)
-            grads = grad(support_loss)({n: fast[n] for n in self.adapt_names})
+            grads = grad(support_loss)({n: fast[n] for n in self.adapt_names}, buffers)
             for name, g in grads.items():
                 # first order: the inner gradient is a constant, so d(fast)/d(params) = I
                 fast[name] = fast[name] - lrs[name] * (g.detach() if first_order else g)

@@ -1,0 +1,180 @@
+"""Meta-gradients of MAML, first-order MAML, Meta-SGD and ANIL against independent computations."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import metakit
+from metakit import MAML, TaskBatch
+
+
+def small_batch(tasks=3, shots=6):
+    task = metakit.tasks.Sinusoid(support_shots=shots, query_shots=shots)
+    return task.sample(tasks, torch.Generator().manual_seed(1))
+
+
+def flat(grads):
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+def loop_meta_loss(model, batch, lr, steps, first_order=False, lrs=None, adapt=None):
+    """MAML written the plain way: per task, autograd.grad with create_graph."""
+    params = dict(model.named_parameters())
+    adapt = adapt or list(params)
+    total = 0
+    for sx, sy, qx, qy in zip(*batch):
+        fast = dict(params)
+        for _ in range(steps):
+            loss = F.mse_loss(torch.func.functional_call(model, fast, (sx,)), sy)
+            grads = torch.autograd.grad(loss, [fast[n] for n in adapt], create_graph=not first_order)
+            for n, g in zip(adapt, grads):
+                step = lr if lrs is None else lrs[n]
+                fast[n] = fast[n] - step * (g.detach() if first_order else g)
+        total = total + F.mse_loss(torch.func.functional_call(model, fast, (qx,)), qy)
+    return total / batch.num_tasks
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_second_order_matches_central_finite_differences(float64, steps):
+    model = metakit.nets.MLP(1, [8, 8], 1)
+    batch = small_batch()
+    maml = MAML(model, F.mse_loss, inner_lr=0.05, inner_steps=steps)
+    params = list(model.parameters())
+    analytic = flat(torch.autograd.grad(maml.meta_loss(batch), params))
+    numeric = torch.zeros_like(analytic)
+    flat_params = torch.nn.utils.parameters_to_vector(params).detach()
+    eps = 1e-6
+    with torch.no_grad():
+        for i in range(flat_params.numel()):
+            values = []
+            for sign in (1, -1):
+                shifted = flat_params.clone()
+                shifted[i] += sign * eps
+                torch.nn.utils.vector_to_parameters(shifted, params)
+                values.append(maml.meta_loss(batch))
+            numeric[i] = (values[0] - values[1]) / (2 * eps)
+        torch.nn.utils.vector_to_parameters(flat_params, params)
+    torch.testing.assert_close(analytic, numeric, rtol=1e-5, atol=1e-7)
+    # a first-order gradient is measurably different, so the check above has teeth
+    fo = MAML(model, F.mse_loss, inner_lr=0.05, inner_steps=steps, first_order=True)
+    assert (flat(torch.autograd.grad(fo.meta_loss(batch), params)) - numeric).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_vmapped_meta_gradient_equals_plain_loop(float64, first_order):
+    model = metakit.nets.MLP(1, [16, 16], 1)
+    batch = small_batch(tasks=5)
+    maml = MAML(model, F.mse_loss, inner_lr=0.1, inner_steps=2, first_order=first_order)
+    params = list(model.parameters())
+    ours = flat(torch.autograd.grad(maml.meta_loss(batch), params))
+    reference = flat(torch.autograd.grad(loop_meta_loss(model, batch, 0.1, 2, first_order), params))
+    torch.testing.assert_close(ours, reference, rtol=1e-9, atol=1e-12)
+
+
+def test_meta_sgd_step_sizes_receive_their_exact_gradient(float64):
+    model = metakit.nets.MLP(1, [8], 1)
+    batch = small_batch()
+    maml = MAML(model, F.mse_loss, inner_lr=0.05, inner_steps=2, learn_inner_lr=True)
+    with torch.no_grad():  # make the step sizes differ per entry
+        for p in maml.inner_lrs.values():
+            p.uniform_(0.01, 0.1)
+    lrs = maml.step_sizes()
+    ours = torch.autograd.grad(maml.meta_loss(batch), list(lrs.values()))
+    reference = torch.autograd.grad(loop_meta_loss(model, batch, None, 2, lrs=lrs), list(lrs.values()))
+    for a, b in zip(ours, reference):
+        assert a.abs().sum() > 0
+        torch.testing.assert_close(a, b)
+    assert set(n for n, _ in maml.named_parameters()) >= {f"inner_lrs.{k}" for k in maml.inner_lrs}
+
+
+def test_anil_adapts_only_the_head_but_meta_learns_the_body(float64):
+    model = metakit.nets.MLP(1, [8, 8], 1)  # Sequential: 0, 2 body; 4 head
+    batch = small_batch()
+    maml = MAML(model, F.mse_loss, inner_lr=0.1, inner_steps=2, adapt_params=["4"])
+    assert maml.adapt_names == ["4.weight", "4.bias"]
+    fast = maml.adapt(batch.support_x, batch.support_y)
+    for name, p in model.named_parameters():
+        changed = (fast[name] - p).abs().amax(dim=tuple(range(1, p.dim() + 1)))
+        assert (changed > 0).all() if name.startswith("4.") else (changed == 0).all(), name
+    params = list(model.parameters())
+    ours = flat(torch.autograd.grad(maml.meta_loss(batch), params))
+    reference = flat(torch.autograd.grad(loop_meta_loss(model, batch, 0.1, 2, adapt=["4.weight", "4.bias"]), params))
+    torch.testing.assert_close(ours, reference)
+    assert ours[: model[0].weight.numel()].abs().sum() > 0  # the body still gets a meta-gradient
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 4])
+def test_chunked_equals_unchunked(chunk_size):
+    model = metakit.nets.MLP(1, [16], 1)
+    batch = small_batch(tasks=5)
+    params = list(model.parameters())
+    whole = flat(torch.autograd.grad(MAML(model, F.mse_loss, 0.1).meta_loss(batch), params))
+    chunked = MAML(model, F.mse_loss, 0.1, chunk_size=chunk_size)
+    torch.testing.assert_close(flat(torch.autograd.grad(chunked.meta_loss(batch), params)), whole)
+    model.zero_grad()
+    loss = chunked.meta_backward(batch)
+    torch.testing.assert_close(flat([p.grad for p in params]), whole)
+    torch.testing.assert_close(loss, MAML(model, F.mse_loss, 0.1).meta_loss(batch).detach())
+
+
+def test_adapt_and_predict_shapes_and_values(float64):
+    model = metakit.nets.MLP(1, [8], 1)
+    batch = small_batch(tasks=4)
+    maml = MAML(model, F.mse_loss, inner_lr=0.1)
+    fast = maml.adapt(batch.support_x, batch.support_y, steps=3)
+    assert all(v.shape[0] == 4 for v in fast.values())
+    pred = maml.predict(fast, batch.query_x)
+    assert pred.shape == batch.query_y.shape
+    # task 2 by hand
+    one = {n: v[2] for n, v in fast.items()}
+    torch.testing.assert_close(pred[2], torch.func.functional_call(model, one, (batch.query_x[2],)))
+    zero = maml.adapt(batch.support_x, batch.support_y, steps=0)
+    torch.testing.assert_close(maml.predict(zero, batch.query_x), model(batch.query_x))
+
+
+NORMS = {
+    "batchnorm": lambda: nn.BatchNorm1d(8, track_running_stats=False),
+    "batchnorm-running-stats": lambda: nn.BatchNorm1d(8),
+    "layernorm": lambda: nn.LayerNorm(8),
+    "groupnorm": lambda: nn.GroupNorm(2, 8),
+    "instancenorm": lambda: nn.InstanceNorm1d(8, affine=True),
+    "rmsnorm": lambda: nn.RMSNorm(8),
+}
+
+
+class NormNet(nn.Module):
+    def __init__(self, norm):
+        super().__init__()
+        self.inp, self.norm, self.out = nn.Linear(1, 8), norm, nn.Linear(8, 1)
+
+    def forward(self, x):
+        h = self.inp(x)
+        if isinstance(self.norm, nn.InstanceNorm1d):  # normalises [C, L]: channels first
+            h = self.norm(h.transpose(-1, -2)).transpose(-1, -2)
+        else:
+            h = self.norm(h)
+        return self.out(torch.tanh(h))
+
+
+@pytest.mark.parametrize("norm", list(NORMS))
+def test_second_order_through_every_normalisation_layer_matches_loop(float64, norm):
+    """vmap'd second-order MAML through affine norms used to be ~1% off (torch 2.13 CPU)."""
+    model = NormNet(NORMS[norm]())
+    with torch.no_grad():  # move affine parameters off their 1/0 init so errors would show
+        for p in model.norm.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    batch = small_batch(tasks=4, shots=10)
+    params = list(model.parameters())
+    maml = MAML(model, F.mse_loss, inner_lr=0.1, inner_steps=2)
+    model.train()
+    ours = flat(torch.autograd.grad(maml.meta_loss(batch), params))
+    reference = flat(torch.autograd.grad(loop_meta_loss(model, batch, 0.1, 2), params))
+    assert (ours - reference).norm() <= 1e-9 * reference.norm()
+
+
+def test_batchnorm_running_stats_are_kept_as_the_task_mean():
+    model = NormNet(nn.BatchNorm1d(8))
+    batch = small_batch(tasks=4, shots=10)
+    MAML(model, F.mse_loss, inner_lr=0.1, inner_steps=1).meta_loss(batch)
+    assert model.norm.running_mean.abs().sum() > 0
+    assert int(model.norm.num_batches_tracked) == 2  # one support and one query forward per task
