@@ -1,0 +1,84 @@
+"""The `metakit` command: train, eval, reproduce, list."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import MetakitError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="metakit", description="Meta-learning experiments.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--json", action="store_true", help="print the results as JSON only")
+
+    p = sub.add_parser("train", help="meta-train from a YAML config (a path or a bundled name)")
+    p.add_argument("config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.iterations=1000")
+    p.add_argument("--out", help="run directory (default runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    common(p)
+
+    p = sub.add_parser("eval", help="evaluate a trained run directory on fresh tasks")
+    p.add_argument("run_dir")
+    common(p)
+
+    p = sub.add_parser("reproduce", help="run a paper's headline experiment")
+    p.add_argument("name")
+    p.add_argument("--budget", default="full", choices=["smoke", "full"])
+    p.add_argument("--out", help="output directory (default runs/reproduce-<name>)")
+    p.add_argument("--resume", action="store_true")
+    common(p)
+
+    sub.add_parser("list", help="bundled configs and reproductions")
+
+    args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except MetakitError as error:
+        print(f"metakit: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
+    from .experiment import config as cfg
+    from .experiment.reproduce import REPRODUCTIONS, format_table, reproduce
+    from .experiment.trainer import check_device, finish, load_run, train
+
+    if args.command == "list":
+        print("configs:       ", " ".join(cfg.bundled_configs()))
+        print("reproductions: ", " ".join(sorted(REPRODUCTIONS)))
+        return 0
+    progress = not (args.quiet or args.json)
+    if args.command == "train":
+        config = cfg.load_config(args.config, args.set)
+        out = Path(args.out or f"runs/{config.name}")
+        results = train(config, out, resume=args.resume, device=args.device, progress=progress)
+    elif args.command == "eval":
+        config, learner = load_run(Path(args.run_dir), check_device(args.device))
+        results = finish(config, learner, Path(args.run_dir), args.device)
+    else:
+        out = Path(args.out or f"runs/reproduce-{args.name}")
+        results = reproduce(args.name, out, args.budget, args.device, progress, args.resume)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    elif args.command == "reproduce":
+        print(format_table(results))
+        print(f"results: {out / 'results.json'}")
+    else:
+        print(f"{results['name']} ({results['algorithm']}): query MSE after k inner steps, "
+              f"{results['eval_tasks']} tasks, {results['eval_support_shots']}-shot")
+        for k, mse in results["mse_after_steps"].items():
+            print(f"  {k:>3} steps: {mse:.4f} ± {results['ci95'][k]:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

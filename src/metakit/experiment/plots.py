@@ -1,0 +1,53 @@
+"""PNG plots of a run: the learning curve and, for sinusoid, the paper's Figure 2."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from .build import build_task  # noqa: E402
+
+
+def plot_learning_curve(metrics_path: Path, out: Path) -> None:
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r["iteration"] for r in rows], [r["meta_loss"] for r in rows])
+    ax.set(xlabel="meta-iteration", ylabel="meta-loss (query, after adaptation)", yscale="log")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def plot_sinusoid_adaptation(learner, config, out: Path, steps=(1, 10), device="cpu", seed=7) -> None:
+    """One unseen task: the true function, the K support points, and the prediction before
+    adaptation and after each number of `steps` (Finn et al. 2017, Figure 2)."""
+    task = build_task(config, config.eval.support_shots, 1)
+    generator = torch.Generator().manual_seed(seed)
+    amplitude, phase = task.sample_functions(1, generator)
+    support_x = task.x_range[0] + (task.x_range[1] - task.x_range[0]) * torch.rand(
+        1, config.eval.support_shots, 1, generator=generator)
+    support_y = task.evaluate(amplitude, phase, support_x)
+    grid = torch.linspace(*task.x_range, 200).reshape(1, -1, 1)
+    was_training = learner.training
+    learner.eval()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(grid[0, :, 0], task.evaluate(amplitude, phase, grid)[0, :, 0], "r", label="ground truth")
+    ax.plot(support_x[0, :, 0], support_y[0, :, 0], "^", color="purple", label=f"{support_x.shape[1]} points used")
+    for k, style in zip((0, *steps), (":", "--", "-", "-.")):
+        fast = learner.adapt(support_x.to(device), support_y.to(device), steps=k)
+        with torch.no_grad():
+            prediction = learner.predict(fast, grid.to(device)).cpu()
+        ax.plot(grid[0, :, 0], prediction[0, :, 0], style, color="C0" if k else "C2",
+                label="pre-update" if k == 0 else f"{k} grad step{'s' if k > 1 else ''}")
+    learner.train(was_training)
+    ax.set(xlabel="x", ylabel="y", title=f"{config.name}: adaptation to an unseen task")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)

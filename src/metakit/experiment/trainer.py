@@ -1,0 +1,146 @@
+"""The training loop shared by every supervised experiment: sample, meta-step, log, checkpoint.
+
+A run directory holds config.yaml (resolved), metrics.jsonl, checkpoint.pt (atomic),
+results.json and PNG plots. `resume=True` continues from checkpoint.pt and ends with the same
+parameters as an uninterrupted run: model, optimiser and task-sampler state are all saved.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from ..errors import MetakitError
+from ..gradient import Reptile
+from .build import build_learner, build_model, build_task
+from .checkpoint import load_checkpoint, save_checkpoint, save_json
+from .config import ExperimentConfig, dump_config, from_dict, to_dict
+from .evaluate import evaluate
+from .plots import plot_learning_curve, plot_sinusoid_adaptation
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class TrainingDiverged(MetakitError):
+    """The meta-loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def check_device(device: str) -> str:
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise MetakitError(f"device must be 'cpu' or 'cuda' (or 'cuda:N'), got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MetakitError(f"device {device!r} requested but torch.cuda.is_available() is False "
+                           "(a CPU-only torch build or no GPU); use --device cpu")
+    return device
+
+
+def load_run(run_dir: Path, device: str = "cpu"):
+    """Config and learner (with trained weights) of a run directory."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise MetakitError(f"{run_dir} holds no config.yaml; is it a metakit run directory?")
+    config = from_dict(ExperimentConfig, yaml.safe_load(config_path.read_text()))
+    learner = build_learner(config, build_model(config))
+    learner.load_state_dict(load_checkpoint(run_dir / CHECKPOINT)["learner"])
+    return config, learner.to(device)
+
+
+def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, device: str = "cpu",
+          progress: bool = True) -> dict:
+    """Meta-train `config` into run_dir, evaluate, plot; returns results.json's content."""
+    device = check_device(device)
+    run_dir = Path(run_dir)
+    checkpoint_path, metrics_path = run_dir / CHECKPOINT, run_dir / "metrics.jsonl"
+    if checkpoint_path.exists() and not resume:
+        raise MetakitError(f"{run_dir} already holds a run; pass --resume to continue it "
+                           "or --out to choose another directory")
+    if resume and checkpoint_path.exists():
+        saved = from_dict(ExperimentConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
+        if to_dict(saved) != to_dict(config):
+            raise MetakitError(f"--resume: the config differs from the one saved in {run_dir}/config.yaml; "
+                               "resume with the same config and --set values")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(config, run_dir / "config.yaml")
+
+    torch.manual_seed(config.seed)
+    task = build_task(config)
+    learner = build_learner(config, build_model(config)).to(device)
+    optimizer = None if isinstance(learner, Reptile) else torch.optim.Adam(learner.parameters(), config.train.outer_lr)
+    sampler = torch.Generator().manual_seed(config.seed)  # tasks are drawn on the CPU: same on every device
+    start, window, seconds = 0, [], 0.0
+    if resume and checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path)
+        learner.load_state_dict(state["learner"])
+        if optimizer is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        sampler.set_state(state["sampler"])
+        start, window, seconds = state["iteration"], state["window"], state["seconds"]
+    _truncate_metrics(metrics_path, start)
+
+    def checkpoint(iteration: int) -> None:
+        save_checkpoint({"learner": learner.state_dict(), "iteration": iteration, "window": window,
+                         "optimizer": optimizer.state_dict() if optimizer else None,
+                         "sampler": sampler.get_state(), "seconds": seconds}, checkpoint_path)
+
+    train_cfg = config.train
+    bar = tqdm(range(start, train_cfg.iterations), initial=start, total=train_cfg.iterations,
+               disable=not progress, desc=config.name, dynamic_ncols=True)
+    began = time.perf_counter() - seconds
+    with metrics_path.open("a") as metrics:
+        for iteration in bar:
+            batch = task.sample(train_cfg.meta_batch_size, sampler).to(device)
+            if optimizer is None:
+                loss = learner.step(batch)
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                loss = learner.meta_backward(batch)
+            loss = loss.item()
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"meta-loss became {loss} at iteration {iteration + 1}; stopped. The last good "
+                    f"checkpoint ({checkpoint_path}) is kept. Lower train.outer_lr or algorithm.inner_lr")
+            if optimizer is not None:
+                optimizer.step()
+            window.append(loss)
+            done = iteration + 1
+            if done % train_cfg.log_every == 0 or done == train_cfg.iterations:
+                seconds = time.perf_counter() - began
+                row = {"iteration": done, "meta_loss": sum(window) / len(window), "seconds": round(seconds, 3)}
+                metrics.write(json.dumps(row) + "\n")
+                metrics.flush()
+                bar.set_postfix(meta_loss=f"{row['meta_loss']:.4f}")
+                window = []
+            if done % train_cfg.checkpoint_every == 0 or done == train_cfg.iterations:
+                seconds = time.perf_counter() - began
+                checkpoint(done)
+    bar.close()
+    return finish(config, learner, run_dir, device, seconds)
+
+
+def finish(config, learner, run_dir: Path, device: str, train_seconds: float | None = None) -> dict:
+    """Evaluate a trained learner and write results.json and the plots."""
+    results = {"name": config.name, "algorithm": config.algorithm.name,
+               "iterations": config.train.iterations, **evaluate(learner, config, device)}
+    if train_seconds is not None:
+        results["train_seconds"] = round(train_seconds, 1)
+    results["device"] = device
+    save_json(results, run_dir / "results.json")
+    if (run_dir / "metrics.jsonl").exists():
+        plot_learning_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png")
+    plot_sinusoid_adaptation(learner, config, run_dir / "adaptation.png", device=device)
+    return results
+
+
+def _truncate_metrics(path: Path, iteration: int) -> None:
+    """Keep only the rows a resumed run will not write again."""
+    if not path.exists():
+        return
+    rows = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line)["iteration"] <= iteration]
+    path.write_text("".join(row + "\n" for row in rows))
