@@ -76,7 +76,9 @@ def _run(args) -> int:
         print(f"{results['name']} ({results['algorithm']}): query MSE after k inner steps, "
               f"{results['eval_tasks']} tasks, {results['eval_support_shots']}-shot")
         for k, mse in results["mse_after_steps"].items():
-            print(f"  {k:>3} steps: {mse:.4f} ± {results['ci95'][k]:.4f}")
+            mean = "diverged" if mse is None else f"{mse:.4f} ± {results['ci95'][k]:.4f}"
+            print(f"  {k:>3} steps: mean {mean}   median {results['median_after_steps'][k]:.4f}"
+                  f"   diverged tasks {results['diverged_tasks'][k]}")
     return 0
 
 

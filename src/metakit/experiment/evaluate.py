@@ -9,10 +9,13 @@ from .build import build_task
 from .config import ExperimentConfig
 
 
-def mean_ci95(values: torch.Tensor) -> tuple[float, float]:
-    """Mean and half-width of the normal-approximation 95% confidence interval."""
+def mean_ci95(values: torch.Tensor) -> tuple[float | None, float | None]:
+    """Mean and half-width of the normal-approximation 95% confidence interval; None for both
+    when a value is not finite (a diverged task), so results stay valid JSON."""
     values = values.double()
-    half = 1.96 * values.std().item() / math.sqrt(values.numel()) if values.numel() > 1 else float("nan")
+    if not torch.isfinite(values).all():
+        return None, None
+    half = 1.96 * values.std().item() / math.sqrt(values.numel()) if values.numel() > 1 else None
     return values.mean().item(), half
 
 
@@ -42,5 +45,8 @@ def evaluate(learner, config: ExperimentConfig, device: str = "cpu", chunk_tasks
     stats = {k: mean_ci95(v) for k, v in per_step.items()}
     return {"mse_after_steps": {k: m for k, (m, _) in stats.items()},
             "ci95": {k: c for k, (_, c) in stats.items()},
+            # the mean hides nothing, but one diverged task makes it useless: show both
+            "median_after_steps": {k: v.double().median().item() for k, v in per_step.items()},
+            "diverged_tasks": {k: int((~torch.isfinite(v)).sum()) for k, v in per_step.items()},
             "eval_tasks": ev.num_tasks, "eval_support_shots": ev.support_shots,
             "eval_inner_lr": learner.inner_lr if ev.inner_lr is None else ev.inner_lr}

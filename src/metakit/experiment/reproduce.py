@@ -48,6 +48,8 @@ def reproduce(name: str, out: Path, budget: str = "full", device: str = "cpu",
             row[f"paper_{label}"] = spec["paper"][label].get(steps)
             row[label] = result["mse_after_steps"][steps]
             row[f"{label}_ci95"] = result["ci95"][steps]
+            row[f"{label}_median"] = result["median_after_steps"][steps]
+            row[f"{label}_diverged_tasks"] = result["diverged_tasks"][steps]
         table.append(row)
     results = {"name": name, "budget": budget, "hardware": hardware(device),
                "mse_after_steps": main["mse_after_steps"], "ci95": main["ci95"],
@@ -59,12 +61,15 @@ def reproduce(name: str, out: Path, budget: str = "full", device: str = "cpu",
 def format_table(results: dict) -> str:
     labels = list(results["runs"])
     header = ["steps"] + [f"{label} {kind}" for label in labels for kind in ("paper", "ours")]
+    header += [f"{label} median" for label in labels]
     lines = [" | ".join(header), " | ".join("---" for _ in header)]
     for row in results["table"]:
         cells = [str(row["steps"])]
         for label in labels:
             paper = row[f"paper_{label}"]
+            mean, ci = row[label], row[f"{label}_ci95"]
             cells += ["-" if paper is None else f"{paper:.2f}",
-                      f"{row[label]:.3f} ± {row[f'{label}_ci95']:.3f}"]
+                      "diverged" if mean is None else f"{mean:.3f} ± {ci:.3f}"]
+        cells += [f"{row[f'{label}_median']:.3f}" for label in labels]
         lines.append(" | ".join(cells))
     return "\n".join(lines)

@@ -1,0 +1,265 @@
+"""Speed of one MAML meta-iteration: metakit against learn2learn, higher and TorchOpt.
+
+Every implementation first computes the meta-gradient of the same batch from the same weights;
+they must agree (relative error < 1e-4) before any timing. Timings are interleaved
+(A B C A B C ...) because shared machines are noisy; we report the median ms per
+meta-iteration (meta-gradient + Adam step), the ratio of each peer to metakit, and the
+peak tensor memory of one meta-iteration (profiler allocation events on CPU, the allocator's
+peak on GPU).
+
+    python benchmarks/speed.py [--device cuda] [--cases sinusoid-1step,conv4-so] [--rounds 7]
+
+Peers come from the `bench` extra (pip install -e .[bench]); missing ones are skipped and said
+so. Writes benchmarks/results/speed-<device>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import metakit
+from metakit import MAML, TaskBatch
+
+CASES = {
+    # name: (model, meta-batch, inner steps, first order)
+    "sinusoid-1step": ("mlp", 25, 1, False),
+    "sinusoid-5step": ("mlp", 25, 5, False),
+    "conv4-so": ("conv4", 32, 1, False),
+    "conv4-fo": ("conv4", 32, 1, True),
+}
+INNER_LR = {"mlp": 0.01, "conv4": 0.4}
+
+
+def make_case(name: str, device: str):
+    kind, tasks, steps, first_order = CASES[name]
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    if kind == "mlp":
+        model = metakit.nets.MLP(1, [40, 40], 1)
+        batch = metakit.tasks.Sinusoid(10, 10).sample(tasks, g)
+        loss = F.mse_loss
+    else:  # Omniglot-shaped: 5-way 1-shot, 28x28, one query per class, random pixels
+        model = metakit.nets.Conv4(1, 5, image_size=28)
+        x = lambda: torch.rand(tasks, 5, 1, 28, 28, generator=g)
+        y = torch.arange(5).repeat(tasks, 1)
+        batch = TaskBatch(x(), y, x(), y)
+        loss = F.cross_entropy
+    return model.to(device), batch.to(device), loss, steps, first_order, INNER_LR[kind]
+
+
+# --- implementations: each returns a function computing the meta-gradient into model.grad ---
+
+def metakit_impl(strategy):
+    def build(model, batch, loss, steps, first_order, lr):
+        chunk = {"vmap": batch.num_tasks, "loop": 1, "default": None, "chunk8": 8}[strategy.replace("-compiled", "")]
+        try:
+            maml = MAML(model, loss, lr, steps, first_order=first_order, chunk_size=chunk,
+                        compile=strategy.endswith("compiled"))
+        except metakit.MetakitError as error:  # an unsupported combination: say so, skip it
+            print(f"  skipped metakit-{strategy}: {error}")
+            return None
+        return lambda: maml.meta_backward(batch)  # backward per chunk: memory of one chunk
+    return build
+
+
+def learn2learn_impl(model, batch, loss, steps, first_order, lr):
+    _torchvision_shim()
+    import learn2learn as l2l
+    maml = l2l.algorithms.MAML(model, lr=lr, first_order=first_order)
+    tasks = batch.num_tasks
+
+    def meta_grad():
+        for sx, sy, qx, qy in zip(*batch):
+            learner = maml.clone()
+            for _ in range(steps):
+                learner.adapt(loss(learner(sx), sy))
+            (loss(learner(qx), qy) / tasks).backward()
+    return meta_grad
+
+
+def higher_impl(model, batch, loss, steps, first_order, lr):
+    import higher
+    if first_order:
+        return None  # higher has no first-order MAML (track_higher_grads=False cuts the meta-gradient)
+    inner = torch.optim.SGD(model.parameters(), lr=lr)
+    tasks = batch.num_tasks
+
+    def meta_grad():
+        for sx, sy, qx, qy in zip(*batch):
+            with higher.innerloop_ctx(model, inner, copy_initial_weights=False) as (fmodel, diffopt):
+                for _ in range(steps):
+                    diffopt.step(loss(fmodel(sx), sy))
+                (loss(fmodel(qx), qy) / tasks).backward()
+    return meta_grad
+
+
+def torchopt_impl(model, batch, loss, steps, first_order, lr):
+    import torchopt
+    if first_order:
+        return None  # stop_gradient on the fast weights cuts the meta-gradient entirely
+    inner = torchopt.MetaSGD(model, lr=lr)
+    tasks = batch.num_tasks
+    start = torchopt.extract_state_dict(model)
+
+    def meta_grad():
+        for sx, sy, qx, qy in zip(*batch):
+            for _ in range(steps):
+                inner.step(loss(model(sx), sy))
+            (loss(model(qx), qy) / tasks).backward()
+            torchopt.recover_state_dict(model, start)
+    return meta_grad
+
+
+IMPLS = {"metakit": metakit_impl("default"), "metakit-vmap": metakit_impl("vmap"),
+         "metakit-loop": metakit_impl("loop"), "metakit-chunk8": metakit_impl("chunk8"), "metakit-compiled": metakit_impl("default-compiled"),
+         "learn2learn": learn2learn_impl, "higher": higher_impl, "torchopt": torchopt_impl}
+
+
+def _torchvision_shim() -> None:
+    """learn2learn imports torchvision, whose PyPI build fails to load beside a CPU-only torch
+    ('operator torchvision::nms does not exist'): declare the two op schemas it registers."""
+    if not hasattr(torch.ops.torchvision, "nms"):
+        try:
+            lib = torch.library.Library("torchvision", "DEF")
+            lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+            lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+            _torchvision_shim.keep = lib
+        except RuntimeError:  # already defined
+            pass
+
+
+def available(name: str) -> bool:
+    module = {"learn2learn": "learn2learn", "higher": "higher", "torchopt": "torchopt"}.get(name)
+    if module is None:
+        return True
+    try:
+        if module == "learn2learn":
+            _torchvision_shim()
+        __import__(module)
+        return True
+    except Exception:
+        return False
+
+
+def setup(impl: str, case: str, device: str):
+    model, batch, loss, steps, first_order, lr = make_case(case, device)
+    meta_grad = IMPLS[impl](model, batch, loss, steps, first_order, lr)
+    if meta_grad is None:
+        return None
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def iteration():
+        optimizer.zero_grad(set_to_none=True)
+        meta_grad()
+        optimizer.step()
+    return model, meta_grad, iteration, initial
+
+
+def sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def gradient_of(impl, case, device):
+    built = setup(impl, case, device)
+    if built is None:
+        return None
+    model, meta_grad, _, _ = built
+    model.zero_grad()
+    meta_grad()
+    return torch.cat([p.grad.reshape(-1) for p in model.parameters()]).double().cpu()
+
+
+def peak_memory_mb(iteration, device) -> float:
+    """Peak tensor memory of one meta-iteration above what was allocated before it: the
+    allocator's own peak on CUDA, the profiler's allocation events summed in order on CPU."""
+    sync(device)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        iteration()
+        sync(device)
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        iteration()
+    current = peak = 0  # each op's own allocations minus frees, in the order the ops started
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        current += event.self_cpu_memory_usage
+        peak = max(peak, current)
+    return peak / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--impls", default=",".join(IMPLS))
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--iterations", type=int, default=0, help="per round (0: by case)")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    # TF32 convolutions (cuDNN's default) round differently per batching strategy, so float32
+    # meta-gradients of conv-4 could not be compared to 1e-4: full float32 for everyone
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    impls = [i for i in args.impls.split(",") if available(i)]
+    skipped = [i for i in args.impls.split(",") if i not in impls]
+    report = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "machine": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.machine(),
+              "skipped_unavailable": skipped, "cases": {}}
+    for case in args.cases.split(","):
+        print(f"\n== {case} ({args.device}) ==", flush=True)
+        reference = gradient_of("metakit-loop", case, args.device)
+        runs, agree = {}, {}
+        for impl in impls:
+            grad = gradient_of(impl, case, args.device)
+            if grad is None:
+                continue
+            error = ((grad - reference).norm() / reference.norm()).item()
+            agree[impl] = error
+            if error > 1e-4:
+                raise SystemExit(f"{impl} disagrees with the reference meta-gradient on {case}: rel. error {error:.2e}")
+            runs[impl] = setup(impl, case, args.device)[2]
+        per_round = args.iterations or (50 if CASES[case][0] == "mlp" else 5)
+        for run in runs.values():  # warm-up, compile
+            for _ in range(3):
+                run()
+        times = {impl: [] for impl in runs}
+        for _ in range(args.rounds):
+            for impl, run in runs.items():  # interleaved
+                sync(args.device)
+                for _ in range(per_round):
+                    start = time.perf_counter()
+                    run()
+                    sync(args.device)
+                    times[impl].append(time.perf_counter() - start)
+        rows = {}
+        for impl in runs:
+            rows[impl] = {"median_ms": statistics.median(times[impl]) * 1e3,
+                          "peak_mb": peak_memory_mb(runs[impl], args.device),
+                          "grad_rel_error": agree[impl]}
+        ours = rows["metakit"]["median_ms"] if "metakit" in rows else None
+        print(f"{'implementation':18} {'ms/iter':>9} {'x metakit':>10} {'peak MB':>9} {'grad err':>9}")
+        for impl, row in rows.items():
+            row["ratio_to_metakit"] = row["median_ms"] / ours if ours else None
+            peak = "-" if row["peak_mb"] is None else f"{row['peak_mb']:.0f}"
+            print(f"{impl:18} {row['median_ms']:9.2f} {row['ratio_to_metakit'] or float('nan'):10.2f} "
+                  f"{peak:>9} {row['grad_rel_error']:9.1e}", flush=True)
+        report["cases"][case] = rows
+    out = Path(args.out or Path(__file__).parent / "results" / f"speed-{args.device.split(':')[0]}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

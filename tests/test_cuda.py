@@ -1,0 +1,37 @@
+"""Runs only where CUDA is available (the GPU check in benchmarks/gpu_check.sh)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import metakit
+from metakit import MAML
+from metakit.experiment import load_config, train
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "conv4"])
+def test_meta_gradient_on_cuda_equals_cpu(model_name):
+    torch.manual_seed(0)
+    if model_name == "mlp":
+        model, loss = metakit.nets.MLP(1, [40, 40], 1).double(), F.mse_loss
+        batch = metakit.tasks.Sinusoid().sample(8, torch.Generator().manual_seed(0))
+        batch = metakit.TaskBatch(*(t.double() for t in batch))
+    else:
+        model, loss = metakit.nets.Conv4(1, 5).double(), F.cross_entropy
+        x = torch.rand(4, 5, 1, 28, 28, dtype=torch.float64)
+        y = torch.arange(5).repeat(4, 1)
+        batch = metakit.TaskBatch(x, y, x.flip(1), y.flip(1))
+    grads = {}
+    for device in ("cpu", "cuda"):
+        model.to(device)
+        maml = MAML(model, loss, 0.1, inner_steps=2)
+        grads[device] = torch.autograd.grad(maml.meta_loss(batch.to(device)), list(model.parameters()))
+    for cpu, cuda in zip(grads["cpu"], grads["cuda"]):
+        torch.testing.assert_close(cuda.cpu(), cpu, rtol=1e-7, atol=1e-9)
+
+
+def test_training_on_cuda(tmp_path):
+    config = load_config("sinusoid", ["train.iterations=300", "eval.num_tasks=50", "eval.steps=[0,1]"])
+    results = train(config, tmp_path, device="cuda", progress=False)
+    assert results["mse_after_steps"]["1"] < results["mse_after_steps"]["0"]
