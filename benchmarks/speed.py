@@ -226,8 +226,10 @@ def main() -> None:
                 continue
             error = ((grad - reference).norm() / reference.norm()).item()
             agree[impl] = error
-            if error > 1e-4:
-                raise SystemExit(f"{impl} disagrees with the reference meta-gradient on {case}: rel. error {error:.2e}")
+            if error > 1e-4:  # never time a wrong answer
+                print(f"  EXCLUDED {impl}: meta-gradient rel. error {error:.2e} against the reference")
+                report.setdefault("excluded", {})[f"{case}/{impl}"] = error
+                continue
             runs[impl] = setup(impl, case, args.device)[2]
         per_round = args.iterations or (50 if CASES[case][0] == "mlp" else 5)
         for run in runs.values():  # warm-up, compile
@@ -251,7 +253,7 @@ def main() -> None:
         print(f"{'implementation':18} {'ms/iter':>9} {'x metakit':>10} {'peak MB':>9} {'grad err':>9}")
         for impl, row in rows.items():
             row["ratio_to_metakit"] = row["median_ms"] / ours if ours else None
-            peak = "-" if row["peak_mb"] is None else f"{row['peak_mb']:.0f}"
+            peak = "-" if row["peak_mb"] is None else f"{row['peak_mb']:.1f}"
             print(f"{impl:18} {row['median_ms']:9.2f} {row['ratio_to_metakit'] or float('nan'):10.2f} "
                   f"{peak:>9} {row['grad_rel_error']:9.1e}", flush=True)
         report["cases"][case] = rows
