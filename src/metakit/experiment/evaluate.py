@@ -46,7 +46,8 @@ def evaluate(learner, config: ExperimentConfig, device: str = "cpu", chunk_tasks
     return {"mse_after_steps": {k: m for k, (m, _) in stats.items()},
             "ci95": {k: c for k, (_, c) in stats.items()},
             # the mean hides nothing, but one diverged task makes it useless: show both
-            "median_after_steps": {k: v.double().median().item() for k, v in per_step.items()},
+            "median_after_steps": {k: v.double().nan_to_num(nan=math.inf).median().item()
+                                   for k, v in per_step.items()},  # a NaN task counts as +inf
             "diverged_tasks": {k: int((~torch.isfinite(v)).sum()) for k, v in per_step.items()},
             "eval_tasks": ev.num_tasks, "eval_support_shots": ev.support_shots,
             "eval_inner_lr": learner.inner_lr if ev.inner_lr is None else ev.inner_lr}
