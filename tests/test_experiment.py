@@ -116,3 +116,10 @@ def test_reproduce_smoke_writes_the_paper_table(tmp_path):
     # eval of a finished run gives the same numbers
     again = subprocess.run(_cli("eval", str(tmp_path / "maml"), "--json"), capture_output=True, text=True, check=True)
     assert json.loads(again.stdout)["mse_after_steps"] == results["runs"]["maml"]["mse_after_steps"]
+
+
+def test_a_diverged_task_gives_a_null_mean_not_invalid_json():
+    from metakit.experiment.evaluate import mean_ci95
+    assert mean_ci95(torch.tensor([1.0, float("inf"), 2.0])) == (None, None)
+    mean, ci = mean_ci95(torch.tensor([1.0, 2.0, 3.0]))
+    assert mean == 2.0 and abs(ci - 1.96 / 3 ** 0.5) < 1e-9
