@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import metakit
-from metakit import MAML, TaskBatch
+from metakit import MAML
 
 
 def small_batch(tasks=3, shots=6):

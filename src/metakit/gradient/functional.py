@@ -73,11 +73,6 @@ def exact_norms() -> Iterator[None]:
             setattr(F, name, fn)
 
 
-def split_state(model: nn.Module) -> tuple[Params, Params]:
-    """The model's parameters and buffers as name -> tensor dicts (the live tensors)."""
-    return dict(model.named_parameters()), dict(model.named_buffers())
-
-
 def run_over_tasks(fn: Callable, shared: tuple, per_task: tuple, chunk_size: int | None):
     """Apply fn(*shared, *one_task_of(per_task)) to every task; stack the outputs along dim 0.
 
