@@ -45,6 +45,8 @@ def check_lr(name: str, value: float) -> float:
 class TaskLearner(nn.Module):
     """Holds the model and runs the inner loop of every task as one batched computation."""
 
+    first_order = True  # whether adapt() treats inner gradients as constants (MAML overrides)
+
     def __init__(self, model: nn.Module, loss_fn: LossFn, inner_lr: float, inner_steps: int,
                  adapt_params: Sequence[str] | None, chunk_size: int | None):
         super().__init__()
@@ -123,10 +125,9 @@ class TaskLearner(nn.Module):
         if not isinstance(steps, int) or steps < 0:
             raise MetakitError(f"steps must be an integer >= 0, got {steps!r}")
         params = dict(self.model.named_parameters())
-        first_order = getattr(self, "first_order", True)
 
         def one_task(buffers, params, lrs, x, y):
-            return self._adapt_task(params, lrs, buffers, x, y, steps, first_order)
+            return self._adapt_task(params, lrs, buffers, x, y, steps, self.first_order)
 
         return self.map_tasks(one_task, (params, self.step_sizes()), (support_x, support_y))
 

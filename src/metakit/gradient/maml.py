@@ -67,11 +67,11 @@ class MAML(TaskLearner):
         chunk's graph; returns the (detached) meta-loss. Same gradient as meta_loss."""
         _check_batch(batch)
         size = batch.num_tasks if self.chunk_size is None else self.chunk_size
-        total = torch.zeros(())
+        total = 0.0
         for start in range(0, batch.num_tasks, size):
             chunk_loss = self._task_losses(batch[start:start + size]).sum() / batch.num_tasks
             chunk_loss.backward()
-            total = total + chunk_loss.detach().cpu()
+            total = total + chunk_loss.detach()  # stays on the device: no sync per chunk
         return total
 
 

@@ -21,7 +21,6 @@ class Reptile(TaskLearner):
                  meta_step_size: float, meta_step_size_final: float | None = None,
                  total_iterations: int | None = None, chunk_size: int | None = None):
         super().__init__(model, loss_fn, inner_lr, inner_steps, None, chunk_size)
-        self.first_order = True
         self.meta_step_size = check_lr("meta_step_size", meta_step_size)
         if meta_step_size_final is not None:
             check_lr("meta_step_size_final", meta_step_size_final)
