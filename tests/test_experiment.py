@@ -112,6 +112,8 @@ def test_reproduce_smoke_writes_the_paper_table(tmp_path):
     assert set(results["mse_after_steps"]) == {"0", "1", "5", "10"}
     assert set(results["ci95"]) == {"0", "1", "5", "10"}
     assert results["paper"]["maml"]["10"] == 0.35
+    assert set(results["runs"]) == {"maml", "maml-k5", "pretrained"}
+    assert results["runs"]["maml-k5"]["eval_support_shots"] == 5
     assert json.loads((tmp_path / "results.json").read_text())["table"] == results["table"]
     # eval of a finished run gives the same numbers
     again = subprocess.run(_cli("eval", str(tmp_path / "maml"), "--json"), capture_output=True, text=True, check=True)
