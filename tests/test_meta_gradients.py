@@ -156,8 +156,9 @@ class NormNet(nn.Module):
         return self.out(torch.tanh(h))
 
 
+@pytest.mark.parametrize("chunk_size", [None, 1])  # one vmap; a loop (no vmap, native norms)
 @pytest.mark.parametrize("norm", list(NORMS))
-def test_second_order_through_every_normalisation_layer_matches_loop(float64, norm):
+def test_second_order_through_every_normalisation_layer_matches_loop(float64, norm, chunk_size):
     """vmap'd second-order MAML through affine norms used to be ~1% off (torch 2.13 CPU)."""
     model = NormNet(NORMS[norm]())
     with torch.no_grad():  # move affine parameters off their 1/0 init so errors would show
@@ -165,7 +166,7 @@ def test_second_order_through_every_normalisation_layer_matches_loop(float64, no
             p.add_(0.5 * torch.randn_like(p))
     batch = small_batch(tasks=4, shots=10)
     params = list(model.parameters())
-    maml = MAML(model, F.mse_loss, inner_lr=0.1, inner_steps=2)
+    maml = MAML(model, F.mse_loss, inner_lr=0.1, inner_steps=2, chunk_size=chunk_size)
     model.train()
     ours = flat(torch.autograd.grad(maml.meta_loss(batch), params))
     reference = flat(torch.autograd.grad(loop_meta_loss(model, batch, 0.1, 2), params))

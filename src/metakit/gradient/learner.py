@@ -12,7 +12,7 @@ from ..batch import check_pair
 from ..errors import MetakitError
 from torch.utils._pytree import tree_leaves
 
-from .functional import Params, call, exact_norms, run_over_tasks
+from .functional import Params, call, run_over_tasks
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -94,19 +94,18 @@ class TaskLearner(nn.Module):
         return {n: self.inner_lr for n in self.adapt_names}
 
     def map_tasks(self, fn: Callable, shared: tuple, per_task: tuple, keep_buffers: bool = True):
-        """run_over_tasks(fn) with the model's buffers as fn's first argument, under exact norms.
+        """run_over_tasks(fn) with the model's buffers as fn's first argument.
 
         In training mode a module may update its buffers in place (BatchNorm running stats):
         each task then gets its own copy, and the model keeps their mean over tasks.
         """
         buffers = dict(self.model.named_buffers())
         num_tasks = tree_leaves(per_task)[0].shape[0]
-        with exact_norms():
-            if not (self.model.training and buffers):
-                return run_over_tasks(lambda *a: fn(buffers, *a), shared, per_task, self.chunk_size)
-            copies = {k: b.unsqueeze(0).expand(num_tasks, *b.shape).clone() for k, b in buffers.items()}
-            out, copies = run_over_tasks(
-                lambda *a: (fn(a[-1], *a[:-1]), a[-1]), shared, per_task + (copies,), self.chunk_size)
+        if not (self.model.training and buffers):
+            return run_over_tasks(lambda *a: fn(buffers, *a), shared, per_task, self.chunk_size)
+        copies = {k: b.unsqueeze(0).expand(num_tasks, *b.shape).clone() for k, b in buffers.items()}
+        out, copies = run_over_tasks(
+            lambda *a: (fn(a[-1], *a[:-1]), a[-1]), shared, per_task + (copies,), self.chunk_size)
         if keep_buffers:
             with torch.no_grad():
                 for name, live in buffers.items():
