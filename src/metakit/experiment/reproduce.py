@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..errors import MetakitError
-from .checkpoint import save_json
+from ..files import save_json
 from .config import load_config
 from .trainer import train
 

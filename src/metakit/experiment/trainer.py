@@ -16,9 +16,10 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..errors import MetakitError
+from ..files import save_json
 from ..gradient import Reptile
 from .build import build_learner, build_model, build_task
-from .checkpoint import load_checkpoint, save_checkpoint, save_json
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ExperimentConfig, dump_config, from_dict, to_dict
 from .evaluate import evaluate
 from .plots import plot_learning_curve, plot_sinusoid_adaptation

@@ -7,11 +7,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 from torch.func import grad, vmap
+from torch.utils._pytree import tree_leaves
 
 from ..batch import check_pair
 from ..errors import MetakitError
-from torch.utils._pytree import tree_leaves
-
 from .functional import Params, call, run_over_tasks
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
