@@ -1,3 +1,4 @@
+from .fewshot import FewShotClassification
 from .sinusoid import Sinusoid
 
-__all__ = ["Sinusoid"]
+__all__ = ["FewShotClassification", "Sinusoid"]
