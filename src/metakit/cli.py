@@ -37,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true")
     common(p)
 
+    p = sub.add_parser("omniglot-runs", help="score Lake et al.'s 20 one-shot runs")
+    p.add_argument("--runs", required=True, help="directory holding run01 ... run20")
+    p.add_argument("--baseline", required=True, choices=["mhd"],
+                   help="mhd: modified Hausdorff distance nearest neighbour (Lake et al. 2015)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON only")
+
     sub.add_parser("list", help="bundled configs and reproductions")
 
     args = parser.parse_args(argv)
@@ -52,6 +58,16 @@ def _run(args) -> int:
     from .experiment.reproduce import REPRODUCTIONS, format_table, reproduce
     from .experiment.trainer import check_device, finish, load_run, train
 
+    if args.command == "omniglot-runs":
+        from .data.lake_runs import mhd_classifier, read_runs, score_runs
+        results = score_runs(read_runs(args.runs), mhd_classifier)
+        if args.json:
+            print(json.dumps(results, indent=2))
+        else:
+            for row in results["runs"]:
+                print(f"{row['run']}: {row['error']:.1f}% error")
+            print(f"mean: {results['mean_error']:.2f}% error")
+        return 0
     if args.command == "list":
         print("configs:       ", " ".join(cfg.bundled_configs()))
         print("reproductions: ", " ".join(sorted(REPRODUCTIONS)))
