@@ -13,7 +13,7 @@ class Conv4(nn.Module):
     normalises with the statistics of the batch at hand (the papers' transductive setting).
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 5, hidden: int = 64,
+    def __init__(self, in_channels: int = 1, num_classes: int | None = 5, hidden: int = 64,
                  image_size: int = 28, strided: bool = True, track_running_stats: bool = False):
         super().__init__()
         if image_size < 16:
@@ -27,7 +27,8 @@ class Conv4(nn.Module):
                 blocks.append(nn.MaxPool2d(2))
             channels, size = hidden, (size + 1) // 2
         self.features = nn.Sequential(*blocks, nn.Flatten())
-        self.head = nn.Linear(hidden * size * size, num_classes)
+        # num_classes=None: an embedding network (metric learning), features out
+        self.head = nn.Identity() if num_classes is None else nn.Linear(hidden * size * size, num_classes)
 
     def forward(self, x):
         return self.head(self.features(x))

@@ -1,0 +1,3 @@
+from .protonet import PrototypicalNetwork
+
+__all__ = ["PrototypicalNetwork"]

@@ -1,0 +1,53 @@
+"""Prototypical Networks: the prototype arithmetic by hand, and a short run on Omniglot."""
+import pytest
+import torch
+from torch import nn
+
+import metakit
+from metakit import MetakitError, PrototypicalNetwork, TaskBatch
+from test_omniglot import REAL
+
+
+def test_logits_are_negative_squared_distances_to_class_means():
+    net = PrototypicalNetwork(nn.Identity())
+    support_x = torch.tensor([[[0.0, 0.0], [2.0, 0.0], [0.0, 4.0]]])  # class 0: (0,0),(2,0); class 1: (0,4)
+    support_y = torch.tensor([[0, 0, 1]])
+    query_x = torch.tensor([[[1.0, 1.0]]])
+    logits = net.logits(TaskBatch(support_x, support_y, query_x, torch.tensor([[0]])))
+    # prototypes (1, 0) and (0, 4): squared distances 1 and 10
+    assert torch.equal(logits, torch.tensor([[[-1.0, -10.0]]]))
+
+
+def test_each_task_is_normalised_on_its_own():
+    torch.manual_seed(0)
+    net = PrototypicalNetwork(nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, track_running_stats=False)))
+    x = torch.randn(3, 6, 3)
+    together = net.embed(x)
+    alone = torch.stack([net.encoder(task) for task in x])
+    torch.testing.assert_close(together.reshape(alone.shape), alone)
+
+
+def test_labels_must_cover_every_class():
+    net = PrototypicalNetwork(nn.Identity())
+    batch = TaskBatch(torch.zeros(1, 2, 2), torch.tensor([[0, 2]]), torch.zeros(1, 1, 2), torch.tensor([[0]]))
+    with pytest.raises(MetakitError, match="support examples of all labels 0..2"):
+        net.logits(batch)
+
+
+@pytest.mark.skipif(not (REAL / "images_background_small1.zip").exists(),
+                    reason=f"the official minimal Omniglot splits are not in {REAL} (set METAKIT_DATA)")
+def test_short_run_beats_chance_on_held_out_alphabets():
+    torch.manual_seed(0)
+    data = metakit.data.load_omniglot(root=REAL)
+    train, test = data.split_by_alphabet(["Korean", "Tagalog"])
+    tasks = metakit.tasks.FewShotClassification(train.with_rotations(), ways=5, shots=1, queries=5)
+    held_out = metakit.tasks.FewShotClassification(test, ways=5, shots=1, queries=5)
+    net = PrototypicalNetwork(metakit.nets.Conv4(num_classes=None))
+    optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        optimizer.zero_grad()
+        net.loss(tasks.sample(4, generator)).backward()
+        optimizer.step()
+    accuracy = net.accuracy(held_out.sample(200, torch.Generator().manual_seed(1))).mean().item()
+    assert accuracy > 0.45, accuracy  # chance is 0.20
