@@ -1,10 +1,12 @@
-"""Prototypical Networks: the prototype arithmetic by hand, and a short run on Omniglot."""
+"""Prototypical and Matching Networks: their arithmetic by hand, and short runs on Omniglot."""
 import pytest
 import torch
 from torch import nn
 
 import metakit
-from metakit import MetakitError, PrototypicalNetwork, TaskBatch
+import math
+
+from metakit import MatchingNetwork, MetakitError, PrototypicalNetwork, TaskBatch
 from test_omniglot import REAL
 
 
@@ -16,6 +18,16 @@ def test_logits_are_negative_squared_distances_to_class_means():
     logits = net.logits(TaskBatch(support_x, support_y, query_x, torch.tensor([[0]])))
     # prototypes (1, 0) and (0, 4): squared distances 1 and 10
     assert torch.equal(logits, torch.tensor([[[-1.0, -10.0]]]))
+
+
+def test_matching_attends_by_cosine_similarity():
+    net = MatchingNetwork(nn.Identity())
+    support_x = torch.tensor([[[2.0, 0.0], [0.0, 3.0], [0.0, 1.0]]])  # class 0, class 1, class 1
+    batch = TaskBatch(support_x, torch.tensor([[0, 1, 1]]), torch.tensor([[[5.0, 0.0]]]), torch.tensor([[0]]))
+    # cosines 1, 0, 0 -> attention e/(e+2), 1/(e+2), 1/(e+2)
+    expected = torch.tensor([math.e, 2.0]) / (math.e + 2)
+    torch.testing.assert_close(net.log_probs(batch)[0, 0].exp(), expected)
+    torch.testing.assert_close(net.loss(batch), -torch.log(expected[0]))
 
 
 def test_each_task_is_normalised_on_its_own():
@@ -36,13 +48,14 @@ def test_labels_must_cover_every_class():
 
 @pytest.mark.skipif(not (REAL / "images_background_small1.zip").exists(),
                     reason=f"the official minimal Omniglot splits are not in {REAL} (set METAKIT_DATA)")
-def test_short_run_beats_chance_on_held_out_alphabets():
+@pytest.mark.parametrize("learner", [PrototypicalNetwork, MatchingNetwork])
+def test_short_run_beats_chance_on_held_out_alphabets(learner):
     torch.manual_seed(0)
     data = metakit.data.load_omniglot(root=REAL)
     train, test = data.split_by_alphabet(["Korean", "Tagalog"])
     tasks = metakit.tasks.FewShotClassification(train.with_rotations(), ways=5, shots=1, queries=5)
     held_out = metakit.tasks.FewShotClassification(test, ways=5, shots=1, queries=5)
-    net = PrototypicalNetwork(metakit.nets.Conv4(num_classes=None))
+    net = learner(metakit.nets.Conv4(num_classes=None))
     optimizer = torch.optim.Adam(net.parameters(), 1e-3)
     generator = torch.Generator().manual_seed(0)
     for _ in range(60):

@@ -3,8 +3,8 @@ from . import data, metric, nets, tasks
 from .batch import TaskBatch
 from .errors import MetakitError
 from .gradient import MAML, Reptile
-from .metric import PrototypicalNetwork
+from .metric import MatchingNetwork, PrototypicalNetwork
 
 __version__ = "0.1.0"
-__all__ = ["TaskBatch", "MAML", "Reptile", "PrototypicalNetwork", "MetakitError", "data", "metric", "nets",
-           "tasks"]
+__all__ = ["TaskBatch", "MAML", "Reptile", "PrototypicalNetwork", "MatchingNetwork", "MetakitError",
+           "data", "metric", "nets", "tasks"]

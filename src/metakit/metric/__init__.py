@@ -1,3 +1,4 @@
+from .matching import MatchingNetwork
 from .protonet import PrototypicalNetwork
 
-__all__ = ["PrototypicalNetwork"]
+__all__ = ["MatchingNetwork", "PrototypicalNetwork"]

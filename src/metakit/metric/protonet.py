@@ -27,18 +27,23 @@ class PrototypicalNetwork(nn.Module):
             return torch.stack([self.encoder(task) for task in x]).flatten(2)
         return vmap(self.encoder)(x).flatten(2)
 
-    def logits(self, batch: TaskBatch) -> torch.Tensor:
-        """[T, Q, ways]: negative squared distances from each query to each class prototype."""
+    def check_labels(self, batch: TaskBatch) -> int:
+        """The number of classes; labels must be 0..ways-1, each present in every support set."""
         if not isinstance(batch, TaskBatch):
             raise MetakitError(f"expected a metakit.TaskBatch, got {type(batch).__name__}")
         if batch.support_y.dtype != torch.long or batch.support_y.dim() != 2:
-            raise MetakitError("Prototypical Networks need integer class labels [T, S], got "
+            raise MetakitError("metric learners need integer class labels [T, S], got "
                                f"{batch.support_y.dtype} {tuple(batch.support_y.shape)}")
         ways = int(batch.support_y.max()) + 1
+        if (F.one_hot(batch.support_y, ways).sum(1) == 0).any():
+            raise MetakitError(f"every task needs support examples of all labels 0..{ways - 1}")
+        return ways
+
+    def logits(self, batch: TaskBatch) -> torch.Tensor:
+        """[T, Q, ways]: negative squared distances from each query to each class prototype."""
+        ways = self.check_labels(batch)
         one_hot = F.one_hot(batch.support_y, ways).to(batch.support_x.dtype)  # [T, S, ways]
         counts = one_hot.sum(1)  # [T, ways]
-        if (counts == 0).any():
-            raise MetakitError(f"every task needs support examples of all labels 0..{ways - 1}")
         prototypes = one_hot.transpose(1, 2) @ self.embed(batch.support_x) / counts[..., None]
         queries = self.embed(batch.query_x)
         return -((queries[:, :, None] - prototypes[:, None]) ** 2).sum(-1)
