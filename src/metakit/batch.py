@@ -58,3 +58,12 @@ def check_pair(split: str, x: torch.Tensor, y: torch.Tensor) -> None:
         raise MetakitError(
             f"{split}_x has shape {tuple(x.shape)} and {split}_y has shape {tuple(y.shape)}; "
             "expected the same [tasks, examples] leading dimensions")
+
+
+def with_each_query(support_x: torch.Tensor, query_x: torch.Tensor) -> torch.Tensor:
+    """[T, S, ...], [T, Q, ...] -> [T, Q, S + 1, ...]: the support set followed by one query,
+    once for each query, so that a query is never normalised with the statistics of another
+    (the inductive, non-transductive setting of Nichol et al. 2018)."""
+    tasks, queries = query_x.shape[:2]
+    support = support_x.unsqueeze(1).expand(tasks, queries, *support_x.shape[1:])
+    return torch.cat([support, query_x.unsqueeze(2)], dim=2)

@@ -35,12 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", default="full", choices=["smoke", "full"])
     p.add_argument("--out", help="output directory (default runs/reproduce-<name>)")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--algo", help="omniglot-minimal: maml, fomaml, reptile, protonet or matching")
+    p.add_argument("--runs", help="omniglot-minimal: also score Lake's one-shot runs in this directory")
     common(p)
 
     p = sub.add_parser("omniglot-runs", help="score Lake et al.'s 20 one-shot runs")
     p.add_argument("--runs", required=True, help="directory holding run01 ... run20")
-    p.add_argument("--baseline", required=True, choices=["mhd"],
-                   help="mhd: modified Hausdorff distance nearest neighbour (Lake et al. 2015)")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--checkpoint", metavar="RUN_DIR", help="a trained Omniglot run directory")
+    how.add_argument("--baseline", choices=["mhd"],
+                     help="mhd: modified Hausdorff distance nearest neighbour (Lake et al. 2015)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--json", action="store_true", help="print the results as JSON only")
 
     sub.add_parser("list", help="bundled configs and reproductions")
@@ -60,7 +65,11 @@ def _run(args) -> int:
 
     if args.command == "omniglot-runs":
         from .data.lake_runs import mhd_classifier, read_runs, score_runs
-        results = score_runs(read_runs(args.runs), mhd_classifier)
+        from .experiment.lake import score_checkpoint
+        if args.checkpoint:
+            results = score_checkpoint(args.runs, args.checkpoint, check_device(args.device))
+        else:
+            results = score_runs(read_runs(args.runs), mhd_classifier)
         if args.json:
             print(json.dumps(results, indent=2))
         else:
@@ -81,13 +90,19 @@ def _run(args) -> int:
         config, learner = load_run(Path(args.run_dir), check_device(args.device))
         results = finish(config, learner, Path(args.run_dir), args.device)
     else:
-        out = Path(args.out or f"runs/reproduce-{args.name}")
-        results = reproduce(args.name, out, args.budget, args.device, progress, args.resume)
+        out = Path(args.out or f"runs/reproduce-{args.name}" + (f"-{args.algo}" if args.algo else ""))
+        results = reproduce(args.name, out, args.budget, args.device, progress, args.resume, args.algo,
+                            Path(args.runs) if args.runs else None)
     if args.json:
         print(json.dumps(results, indent=2))
     elif args.command == "reproduce":
         print(format_table(results))
         print(f"results: {out / 'results.json'}")
+    elif "accuracy" in results:
+        print(f"{results['name']} ({results['algorithm']}): accuracy on held-out alphabets, "
+              f"{results['eval_tasks']} episodes, normalisation {results['normalisation']}")
+        for key, value in results["accuracy"].items():
+            print(f"  {key}: {100 * value:.2f}% ± {100 * results['ci95'][key]:.2f}")
     else:
         print(f"{results['name']} ({results['algorithm']}): query MSE after k inner steps, "
               f"{results['eval_tasks']} tasks, {results['eval_support_shots']}-shot")

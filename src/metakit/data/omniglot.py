@@ -165,8 +165,13 @@ def _decode(pngs: dict[str, bytes], name: str, image_size: int) -> Omniglot:
     classes = []
     for paths in groups.values():
         ink = np.stack([np.asarray(Image.open(io.BytesIO(pngs[p])).convert("L")) < 128 for p in paths])
-        ink = torch.from_numpy(ink).float().unsqueeze(1)  # [drawings, 1, H, W], 1 = ink
-        small = F.interpolate(ink, size=(image_size, image_size), mode="area")
-        classes.append((small[:, 0] * 255).round().to(torch.uint8))
+        classes.append(resize_ink(torch.from_numpy(ink), image_size))
     keys = list(groups)
     return Omniglot(torch.stack(classes), [a for a, _ in keys], [f"{a}/{c}" for a, c in keys])
+
+
+def resize_ink(ink: torch.Tensor, image_size: int) -> torch.Tensor:
+    """Bool [N, H, W] (True = ink) -> uint8 [N, size, size], area-averaged, 255 = ink: how every
+    Omniglot image metakit reads (archives, Lake's runs) becomes a network input."""
+    small = F.interpolate(ink.float().unsqueeze(1), size=(image_size, image_size), mode="area")
+    return (small[:, 0] * 255).round().to(torch.uint8)

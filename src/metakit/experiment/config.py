@@ -21,9 +21,12 @@ def check(predicate, expected: str, **kwargs):
     return field(metadata={"check": (predicate, expected)}, **kwargs)
 
 
-TASKS = ["sinusoid"]
-MODELS = ["mlp"]
-ALGORITHMS = ["anil", "fomaml", "maml", "metasgd", "pretrain", "reptile"]
+TASKS = ["omniglot", "sinusoid"]
+MODELS = ["conv4", "mlp"]
+GRADIENT_ALGORITHMS = ["anil", "fomaml", "maml", "metasgd", "pretrain", "reptile"]
+METRIC_ALGORITHMS = ["matching", "protonet"]
+ALGORITHMS = GRADIENT_ALGORITHMS + METRIC_ALGORITHMS
+NORMALISATION = ["inductive", "transductive"]
 
 positive = (lambda v: v > 0, "> 0")
 non_negative = (lambda v: v >= 0, ">= 0")
@@ -33,7 +36,14 @@ non_negative = (lambda v: v >= 0, ">= 0")
 class TaskConfig:
     name: str = check(lambda v: v in TASKS, f"one of {TASKS}", default="sinusoid")
     support_shots: int = check(*positive, default=10)
-    query_shots: int = check(*positive, default=10)
+    query_shots: int = check(*positive, default=10)  # omniglot: per class
+    # omniglot only
+    ways: int = check(lambda v: v >= 2, ">= 2", default=5)
+    image_size: int = check(lambda v: v >= 16, ">= 16", default=28)
+    archives: list[str] = field(default_factory=lambda: ["images_background_small1", "images_background_small2"])
+    rotations: bool = True  # 90/180/270-degree rotations of the training classes as new classes
+    validation_alphabets: list[str] = field(default_factory=list)
+    test_alphabets: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -41,6 +51,9 @@ class ModelConfig:
     name: str = check(lambda v: v in MODELS, f"one of {MODELS}", default="mlp")
     hidden_sizes: list[int] = check(lambda v: all(s > 0 for s in v), "sizes > 0",
                                     default_factory=lambda: [40, 40])
+    # conv4 only
+    channels: int = check(*positive, default=64)
+    strided: bool = True  # Finn et al.'s stride-2 variant; False: max pooling
 
 
 @dataclass
@@ -62,6 +75,7 @@ class TrainConfig:
     log_every: int = check(*positive, default=100)
     checkpoint_every: int = check(*positive, default=1000)
     compile: bool = False
+    validate_every: int = check(*non_negative, default=0)  # omniglot: validation accuracy; 0 = never
 
 
 @dataclass
@@ -73,6 +87,12 @@ class EvalConfig:
                              default_factory=lambda: [0, 1, 5, 10])
     inner_lr: float | None = None  # null: the algorithm's inner_lr
     seed: int = 1234
+    # omniglot: N of the N-way test episodes (null: task.ways for gradient learners, whose head
+    # has task.ways outputs; 5 and 20 for metric learners), and how queries are normalised
+    ways: list[int] | None = check(lambda v: v is None or all(w >= 2 for w in v), "null or ways >= 2",
+                                   default=None)
+    normalisation: str = check(lambda v: v in NORMALISATION, f"one of {NORMALISATION}",
+                               default="transductive")
 
 
 @dataclass
@@ -175,7 +195,35 @@ def load_config(name_or_path: str | Path, overrides: list[str] = ()) -> Experime
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise MetakitError(f"config file {path} is not valid YAML: {error}") from None
-    return from_dict(ExperimentConfig, apply_overrides(data, list(overrides)))
+    return check_combination(from_dict(ExperimentConfig, apply_overrides(data, list(overrides))))
+
+
+def check_combination(config: ExperimentConfig) -> ExperimentConfig:
+    """Errors for values that are each valid but do not go together."""
+    task, model, algo = config.task, config.model.name, config.algorithm.name
+    expected_model = {"sinusoid": "mlp", "omniglot": "conv4"}[task.name]
+    if model != expected_model:
+        raise MetakitError(f"config key 'model.name' is {model!r}, but task {task.name!r} needs "
+                           f"model {expected_model!r}")
+    if algo in METRIC_ALGORITHMS and task.name != "omniglot":
+        raise MetakitError(f"algorithm {algo!r} classifies; task {task.name!r} is regression "
+                           "(use task.name: omniglot)")
+    if task.name == "omniglot":
+        if not task.test_alphabets:
+            raise MetakitError("config key 'task.test_alphabets' must name at least one held-out alphabet")
+        overlap = set(task.test_alphabets) & set(task.validation_alphabets)
+        if overlap:
+            raise MetakitError(f"alphabets {sorted(overlap)} are in both task.test_alphabets "
+                               "and task.validation_alphabets")
+        every, log = config.train.validate_every, config.train.log_every
+        if every % log:
+            raise MetakitError(f"config key 'train.validate_every' ({every}) must be a multiple of "
+                               f"train.log_every ({log}): validation is logged with the metrics")
+        ways = config.eval.ways
+        if algo in GRADIENT_ALGORITHMS and ways is not None and ways != [task.ways]:
+            raise MetakitError(f"config key 'eval.ways' is {ways}, but a {algo} model has a "
+                               f"{task.ways}-way head (task.ways); use [{task.ways}] or null")
+    return config
 
 
 def to_dict(config: ExperimentConfig) -> dict:

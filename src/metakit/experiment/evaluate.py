@@ -1,12 +1,15 @@
-"""Few-shot evaluation of a trained learner on fresh tasks: loss after k inner steps, 95% CI."""
+"""Few-shot evaluation of a trained learner on fresh tasks: regression loss or classification
+accuracy after k inner steps, with 95% confidence intervals over tasks."""
 from __future__ import annotations
 
 import math
 
 import torch
 
-from .build import build_task
-from .config import ExperimentConfig
+from ..batch import TaskBatch
+from ..metric import PrototypicalNetwork
+from .build import build_task, is_classification
+from .config import GRADIENT_ALGORITHMS, ExperimentConfig
 
 
 def mean_ci95(values: torch.Tensor) -> tuple[float | None, float | None]:
@@ -19,7 +22,13 @@ def mean_ci95(values: torch.Tensor) -> tuple[float | None, float | None]:
     return values.mean().item(), half
 
 
-def evaluate(learner, config: ExperimentConfig, device: str = "cpu", chunk_tasks: int = 100) -> dict:
+def evaluate(learner, config: ExperimentConfig, device: str = "cpu") -> dict:
+    if is_classification(config):
+        return evaluate_classification(learner, config, device)
+    return evaluate_regression(learner, config, device)
+
+
+def evaluate_regression(learner, config: ExperimentConfig, device: str = "cpu", chunk_tasks: int = 100) -> dict:
     """Query loss after each of `config.eval.steps` inner steps, on eval.num_tasks fresh tasks
     with eval.support_shots support points (the same tasks for every step count)."""
     ev = config.eval
@@ -51,3 +60,74 @@ def evaluate(learner, config: ExperimentConfig, device: str = "cpu", chunk_tasks
             "diverged_tasks": {k: int((~torch.isfinite(v)).sum()) for k, v in per_step.items()},
             "eval_tasks": ev.num_tasks, "eval_support_shots": ev.support_shots,
             "eval_inner_lr": learner.inner_lr if ev.inner_lr is None else ev.inner_lr}
+
+
+def eval_ways(config: ExperimentConfig) -> list[int]:
+    if config.eval.ways is not None:
+        return config.eval.ways
+    return [config.task.ways] if config.algorithm.name in GRADIENT_ALGORITHMS else [5, 20]
+
+
+@torch.no_grad()
+def _no_grad_scores(learner, batch, inductive):
+    return learner.logits(batch, inductive)
+
+
+def class_scores(learner, batch: TaskBatch, steps: int, inductive: bool) -> torch.Tensor:
+    """[T, Q, ways] class scores of each query. Gradient learners adapt `steps` inner steps on
+    the support set first; inductive=True predicts each query in a batch with the support set
+    alone (no statistics of other queries), False with all queries together (transductive)."""
+    if isinstance(learner, PrototypicalNetwork):
+        return _no_grad_scores(learner, batch, inductive)
+    fast = {k: v.detach() for k, v in learner.adapt(batch.support_x, batch.support_y, steps=steps).items()}
+    with torch.no_grad():
+        return learner.predict(fast, batch.query_x, context=batch.support_x if inductive else None)
+
+
+def accuracy_after_steps(learner, config: ExperimentConfig, split: str, ways: int, num_tasks: int,
+                         device: str = "cpu", steps: list[int] | None = None) -> dict[str, torch.Tensor]:
+    """Per-task query accuracy [num_tasks] after each number of inner steps (metric learners:
+    one entry, "0"), on seeded `ways`-way episodes of `split`."""
+    ev = config.eval
+    steps = ev.steps if steps is None else steps
+    if isinstance(learner, PrototypicalNetwork):
+        steps = [0]
+    task = build_task(config, ev.support_shots, ev.query_shots, split=split, ways=ways)
+    batch = task.sample(num_tasks, torch.Generator().manual_seed(ev.seed))
+    chunk = max(1, 2000 // (ways * ev.query_shots))  # bounds memory in the inductive mode
+    inductive = ev.normalisation == "inductive"
+    saved_lr, was_training = getattr(learner, "inner_lr", None), learner.training
+    if ev.inner_lr is not None and saved_lr is not None:
+        learner.inner_lr = ev.inner_lr
+    learner.eval()
+    try:
+        per_step = {}
+        for k in steps:
+            hits = []
+            for start in range(0, num_tasks, chunk):
+                part = batch[start:start + chunk].to(device)
+                scores = class_scores(learner, part, k, inductive)
+                hits.append((scores.argmax(-1) == part.query_y).float().mean(1).cpu())
+            per_step[str(k)] = torch.cat(hits)
+    finally:
+        if saved_lr is not None:
+            learner.inner_lr = saved_lr
+        learner.train(was_training)
+    return per_step
+
+
+def evaluate_classification(learner, config: ExperimentConfig, device: str = "cpu") -> dict:
+    """Accuracy on held-out (test) alphabets for each N of eval_ways(config): the entry for the
+    most inner steps in eval.steps is `accuracy`, every step count is in `accuracy_after_steps`."""
+    ev = config.eval
+    results = {"accuracy": {}, "ci95": {}, "accuracy_after_steps": {}}
+    for ways in eval_ways(config):
+        key = f"{ways}way{ev.support_shots}shot"
+        per_step = accuracy_after_steps(learner, config, "test", ways, ev.num_tasks, device)
+        stats = {k: mean_ci95(v) for k, v in per_step.items()}
+        results["accuracy_after_steps"][key] = {k: m for k, (m, _) in stats.items()}
+        last = str(max(int(k) for k in per_step))
+        results["accuracy"][key], results["ci95"][key] = stats[last]
+    results.update(normalisation=ev.normalisation, eval_tasks=ev.num_tasks,
+                   eval_query_shots=ev.query_shots, test_alphabets=config.task.test_alphabets)
+    return results

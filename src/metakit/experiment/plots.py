@@ -19,6 +19,11 @@ def plot_learning_curve(metrics_path: Path, out: Path) -> None:
     ax.plot([r["iteration"] for r in rows], [r["meta_loss"] for r in rows])
     ax.set(xlabel="meta-iteration", ylabel="meta-loss (query, after adaptation)", yscale="log")
     ax.grid(alpha=0.3)
+    validated = [r for r in rows if "val_accuracy" in r]
+    if validated:
+        right = ax.twinx()
+        right.plot([r["iteration"] for r in validated], [r["val_accuracy"] for r in validated], "C1.-")
+        right.set_ylabel("validation accuracy", color="C1")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)

@@ -16,6 +16,24 @@ SINUSOID_PAPER = {"maml": {"1": 0.67, "5": 0.38, "10": 0.35},
                   "maml-k5": {"1": 0.67, "5": 0.38, "10": 0.35},
                   "pretrained": {"1": 2.41, "5": 2.23, "10": 2.19}}
 
+# Full Omniglot (1200 training characters), 1-shot accuracy in percent, transductive BatchNorm:
+# Finn et al. 2017 (MAML, first-order MAML), Nichol et al. 2018 (Reptile), Snell et al. 2017,
+# Vinyals et al. 2016 (Matching Networks without fine-tuning).
+OMNIGLOT_PAPER = {"maml": {"5way1shot": 98.7, "20way1shot": 95.8},
+                  "fomaml": {"5way1shot": 98.3, "20way1shot": 89.4},
+                  "reptile": {"5way1shot": 97.68, "20way1shot": 89.43},
+                  "protonet": {"5way1shot": 98.8, "20way1shot": 96.0},
+                  "matching": {"5way1shot": 98.1, "20way1shot": 93.8}}
+# Lake et al. 2015, error on their 20 official runs (percent): the ConvNet trained on the full
+# background set (the issue's target), and the MHD nearest-neighbour baseline
+LAKE_PAPER = {"convnet": 13.5, "mhd": 38.8}
+
+OMNIGLOT_RUNS = {"maml": ["omniglot-maml-5way", "omniglot-maml-20way"],
+                 "fomaml": ["omniglot-fomaml-5way", "omniglot-fomaml-20way"],
+                 "reptile": ["omniglot-reptile-5way", "omniglot-reptile-20way"],
+                 "protonet": ["omniglot-protonet"],  # one embedding serves every N
+                 "matching": ["omniglot-matching"]}
+
 REPRODUCTIONS = {
     # maml: the issue's setting (meta-trained with K=10); maml-k5: meta-trained with K=5, the
     # K of the evaluation; pretrained: the paper's baseline
@@ -23,6 +41,9 @@ REPRODUCTIONS = {
                  "paper": SINUSOID_PAPER,
                  "smoke": ["train.iterations=300", "train.log_every=50",
                            "train.checkpoint_every=100", "eval.num_tasks=100"]},
+    "omniglot-minimal": {"algos": OMNIGLOT_RUNS, "paper": OMNIGLOT_PAPER,
+                         "smoke": ["train.iterations=4", "train.log_every=2", "train.checkpoint_every=2",
+                                   "train.validate_every=2", "eval.num_tasks=8"]},
 }
 
 
@@ -33,11 +54,16 @@ def hardware(device: str) -> str:
 
 
 def reproduce(name: str, out: Path, budget: str = "full", device: str = "cpu",
-              progress: bool = True, resume: bool = False) -> dict:
+              progress: bool = True, resume: bool = False, algo: str | None = None,
+              lake_runs: Path | None = None) -> dict:
     if name not in REPRODUCTIONS:
         raise MetakitError(f"unknown reproduction {name!r}; expected one of {sorted(REPRODUCTIONS)}")
     if budget not in ("smoke", "full"):
         raise MetakitError(f"--budget must be 'smoke' or 'full', got {budget!r}")
+    if name == "omniglot-minimal":
+        return reproduce_omniglot(Path(out), algo, budget, device, progress, resume, lake_runs)
+    if algo is not None or lake_runs is not None:
+        raise MetakitError(f"--algo and --runs apply to omniglot-minimal, not to {name}")
     spec, out = REPRODUCTIONS[name], Path(out)
     runs = {}
     for label, config_name in spec["runs"].items():
@@ -61,7 +87,52 @@ def reproduce(name: str, out: Path, budget: str = "full", device: str = "cpu",
     return results
 
 
+def reproduce_omniglot(out: Path, algo: str | None, budget: str, device: str, progress: bool,
+                       resume: bool, lake_runs: Path | None) -> dict:
+    """Meta-train `algo` on the minimal splits (one run per N for gradient learners, whose head
+    has N outputs; one for metric learners), test on held-out alphabets, and score Lake's runs
+    in `lake_runs` with the 20-way model."""
+    from .lake import score_checkpoint  # noqa: PLC0415 (reads images: only when asked)
+
+    algos = REPRODUCTIONS["omniglot-minimal"]["algos"]
+    if algo not in algos:
+        raise MetakitError(f"omniglot-minimal needs --algo, one of {sorted(algos)}; got {algo!r}")
+    smoke = REPRODUCTIONS["omniglot-minimal"]["smoke"] if budget == "smoke" else []
+    runs, accuracy, ci95, lake = {}, {}, {}, None
+    for config_name in algos[algo]:
+        config = load_config(config_name, smoke)
+        runs[config_name] = result = train(config, out / config_name, resume=resume, device=device,
+                                           progress=progress)
+        accuracy.update({k: 100 * v for k, v in result["accuracy"].items()})
+        ci95.update({k: 100 * v for k, v in result["ci95"].items()})
+        if lake_runs is not None and lake is None and "20way1shot" in result["accuracy"]:
+            lake = score_checkpoint(lake_runs, out / config_name, device)
+    results = {"name": "omniglot-minimal", "algorithm": algo, "budget": budget, "hardware": hardware(device),
+               "accuracy": accuracy, "ci95": ci95, "paper": OMNIGLOT_PAPER[algo],
+               "normalisation": sorted({r["normalisation"] for r in runs.values()}),
+               "train_seconds": round(sum(r.get("train_seconds", 0) for r in runs.values()), 1), "runs": runs}
+    if lake is not None:
+        results.update(lake_runs_mean_error=lake["mean_error"], lake_runs=lake["runs"],
+                       lake_runs_dir=str(lake_runs), lake_paper=LAKE_PAPER)
+    save_json(results, out / "results.json")
+    return results
+
+
+def format_omniglot_table(results: dict) -> str:
+    lines = [f"omniglot-minimal, {results['algorithm']}, normalisation {'/'.join(results['normalisation'])}, "
+             f"trained {results['train_seconds']} s on {results['hardware']}",
+             "episodes | paper (full Omniglot) | ours (held-out alphabets, 95% CI)", "--- | --- | ---"]
+    for key, value in results["accuracy"].items():
+        paper = results["paper"].get(key)
+        lines.append(f"{key} | {'-' if paper is None else f'{paper:.1f}%'} | {value:.1f}% ± {results['ci95'][key]:.1f}")
+    if "lake_runs_mean_error" in results:
+        lines.append(f"Lake's runs error | {LAKE_PAPER['convnet']}% (ConvNet) | {results['lake_runs_mean_error']:.1f}%")
+    return "\n".join(lines)
+
+
 def format_table(results: dict) -> str:
+    if results["name"] == "omniglot-minimal":
+        return format_omniglot_table(results)
     labels = list(results["runs"])
     header = ["steps"] + [f"{label} {kind}" for label in labels for kind in ("paper", "ours")]
     header += [f"{label} median" for label in labels]

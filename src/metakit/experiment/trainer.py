@@ -18,10 +18,10 @@ from tqdm.auto import tqdm
 from ..errors import MetakitError
 from ..files import save_json
 from ..gradient import Reptile
-from .build import build_learner, build_model, build_task
+from .build import build_learner, build_model, build_task, is_classification
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import ExperimentConfig, dump_config, from_dict, to_dict
-from .evaluate import evaluate
+from .config import ExperimentConfig, check_combination, dump_config, from_dict, to_dict
+from .evaluate import accuracy_after_steps, eval_ways, evaluate, mean_ci95
 from .plots import plot_learning_curve, plot_sinusoid_adaptation
 
 CHECKPOINT = "checkpoint.pt"
@@ -52,7 +52,7 @@ def load_run(run_dir: Path, device: str = "cpu"):
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise MetakitError(f"{run_dir} holds no config.yaml; is it a metakit run directory?")
-    config = from_dict(ExperimentConfig, yaml.safe_load(config_path.read_text()))
+    config = check_combination(from_dict(ExperimentConfig, yaml.safe_load(config_path.read_text())))
     learner = build_learner(config, build_model(config))
     learner.load_state_dict(load_checkpoint(run_dir / CHECKPOINT)["learner"])
     return config, learner.to(device)
@@ -119,6 +119,9 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, device:
             if done % train_cfg.log_every == 0 or done == train_cfg.iterations:
                 seconds = time.perf_counter() - began
                 row = {"iteration": done, "meta_loss": sum(window) / len(window), "seconds": round(seconds, 3)}
+                every = train_cfg.validate_every
+                if every and is_classification(config) and (done % every == 0 or done == train_cfg.iterations):
+                    row["val_accuracy"] = validation_accuracy(learner, config, device)
                 metrics.write(json.dumps(row) + "\n")
                 metrics.flush()
                 bar.set_postfix(meta_loss=f"{row['meta_loss']:.4f}")
@@ -128,6 +131,14 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, device:
                 checkpoint(done)
     bar.close()
     return finish(config, learner, run_dir, device, seconds)
+
+
+def validation_accuracy(learner, config: ExperimentConfig, device: str, num_tasks: int = 100) -> float:
+    """Mean accuracy on `num_tasks` fixed episodes of the validation alphabets (N: the first of
+    the evaluation's), after the most inner steps of eval.steps."""
+    per_step = accuracy_after_steps(learner, config, "validation", eval_ways(config)[0], num_tasks, device,
+                                    steps=[max(config.eval.steps)])
+    return round(mean_ci95(next(iter(per_step.values())))[0], 4)
 
 
 def finish(config, learner, run_dir: Path, device: str, train_seconds: float | None = None) -> dict:
@@ -140,7 +151,8 @@ def finish(config, learner, run_dir: Path, device: str, train_seconds: float | N
     save_json(results, run_dir / "results.json")
     if (run_dir / "metrics.jsonl").exists():
         plot_learning_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png")
-    plot_sinusoid_adaptation(learner, config, run_dir / "adaptation.png", device=device)
+    if not is_classification(config):
+        plot_sinusoid_adaptation(learner, config, run_dir / "adaptation.png", device=device)
     return results
 
 

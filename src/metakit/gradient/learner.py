@@ -9,7 +9,7 @@ from torch import nn
 from torch.func import grad, vmap
 from torch.utils._pytree import tree_leaves
 
-from ..batch import check_pair
+from ..batch import check_pair, with_each_query
 from ..errors import MetakitError
 from .functional import Params, call, run_over_tasks
 
@@ -129,8 +129,13 @@ class TaskLearner(nn.Module):
 
         return self.map_tasks(one_task, (params, self.step_sizes()), (support_x, support_y))
 
-    def predict(self, fast_params: Params, x: torch.Tensor) -> torch.Tensor:
-        """Map x [T, N, ...] through each task's fast weights to predictions [T, N, ...]."""
+    def predict(self, fast_params: Params, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Map x [T, N, ...] through each task's fast weights to predictions [T, N, ...].
+
+        context [T, S, ...] (e.g. the support set): predict each example of x in a batch with
+        the context alone, so that batch normalisation never sees another example of x (the
+        inductive setting); None: all of x in one batch (transductive).
+        """
         if x.dim() < 2:
             raise MetakitError(f"x has shape {tuple(x.shape)}; expected [tasks, examples, ...]")
         num_tasks = x.shape[0]
@@ -138,8 +143,16 @@ class TaskLearner(nn.Module):
             if value.shape[0] != num_tasks:
                 raise MetakitError(
                     f"fast_params[{name!r}] holds {value.shape[0]} tasks but x holds {num_tasks}")
-        return self.map_tasks(lambda buffers, p, xx: call(self.model, p, buffers, xx), (),
-                              (fast_params, x), keep_buffers=False)
+        if context is None:
+            return self.map_tasks(lambda buffers, p, xx: call(self.model, p, buffers, xx), (),
+                                  (fast_params, x), keep_buffers=False)
+        if context.shape[0] != num_tasks or context.shape[2:] != x.shape[2:]:
+            raise MetakitError(f"context has shape {tuple(context.shape)}; expected [{num_tasks}, S, "
+                               f"{', '.join(map(str, x.shape[2:]))}] like x")
+        def each_alone(buffers, p, batches):  # batches [N, S + 1, ...]: keep the last output of each
+            return vmap(lambda one: call(self.model, p, buffers, one)[-1])(batches)
+
+        return self.map_tasks(each_alone, (), (fast_params, with_each_query(context, x)), keep_buffers=False)
 
     def query_losses(self, fast_params: Params, batch) -> torch.Tensor:
         """Loss of each task's fast weights on its query set: shape [T]."""

@@ -14,16 +14,15 @@ from .protonet import PrototypicalNetwork
 
 
 class MatchingNetwork(PrototypicalNetwork):
-    """Shares the per-episode embedding and label checks of PrototypicalNetwork; only the
-    classifier differs: attention over the support set instead of class means."""
+    """Shares the per-episode embedding, label checks and inductive mode of
+    PrototypicalNetwork; only the classifier differs: attention over the support set."""
 
-    def log_probs(self, batch: TaskBatch) -> torch.Tensor:
-        """[T, Q, ways]: log p(class | query)."""
-        ways = self.check_labels(batch)
-        support = F.normalize(self.embed(batch.support_x), dim=-1)
-        queries = F.normalize(self.embed(batch.query_x), dim=-1)
-        attention = (queries @ support.transpose(1, 2)).softmax(-1)  # [T, Q, S]
-        probs = attention @ F.one_hot(batch.support_y, ways).to(attention.dtype)
+    def scores(self, support, support_y, queries, ways: int) -> torch.Tensor:
+        """[T, Q, ways]: log p(class | query); argmax and cross-entropy on log-probabilities
+        are what we want, so these serve as logits."""
+        attention = (F.normalize(queries, dim=-1) @ F.normalize(support, dim=-1).transpose(1, 2)).softmax(-1)
+        probs = attention @ F.one_hot(support_y, ways).to(attention.dtype)  # [T, Q, ways]
         return probs.clamp_min(1e-12).log()
 
-    logits = log_probs  # argmax and cross-entropy on log-probabilities are what we want
+    def log_probs(self, batch: TaskBatch, inductive: bool = False) -> torch.Tensor:
+        return self.logits(batch, inductive)

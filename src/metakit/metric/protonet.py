@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import vmap
 
-from ..batch import TaskBatch
+from ..batch import TaskBatch, with_each_query
 from ..errors import MetakitError
 
 
@@ -39,20 +39,35 @@ class PrototypicalNetwork(nn.Module):
             raise MetakitError(f"every task needs support examples of all labels 0..{ways - 1}")
         return ways
 
-    def logits(self, batch: TaskBatch) -> torch.Tensor:
-        """[T, Q, ways]: negative squared distances from each query to each class prototype."""
-        ways = self.check_labels(batch)
-        one_hot = F.one_hot(batch.support_y, ways).to(batch.support_x.dtype)  # [T, S, ways]
-        counts = one_hot.sum(1)  # [T, ways]
-        prototypes = one_hot.transpose(1, 2) @ self.embed(batch.support_x) / counts[..., None]
-        queries = self.embed(batch.query_x)
+    def scores(self, support: torch.Tensor, support_y: torch.Tensor, queries: torch.Tensor,
+               ways: int) -> torch.Tensor:
+        """Embedded support [T, S, D] with labels [T, S] and queries [T, Q, D] -> [T, Q, ways]:
+        negative squared distances from each query to each class prototype."""
+        one_hot = F.one_hot(support_y, ways).to(support.dtype)  # [T, S, ways]
+        prototypes = one_hot.transpose(1, 2) @ support / one_hot.sum(1)[..., None]
         return -((queries[:, :, None] - prototypes[:, None]) ** 2).sum(-1)
+
+    def logits(self, batch: TaskBatch, inductive: bool = False) -> torch.Tensor:
+        """[T, Q, ways]. inductive=True embeds each query in a batch with the support set alone."""
+        ways = self.check_labels(batch)
+        if not inductive:
+            return self.scores(self.embed(batch.support_x), batch.support_y, self.embed(batch.query_x), ways)
+        tasks, queries, shots = *batch.query_x.shape[:2], batch.support_x.shape[1]
+        both = self.embed(with_each_query(batch.support_x, batch.query_x).flatten(0, 1))  # [T*Q, S+1, D]
+        support_y = batch.support_y.repeat_interleave(queries, dim=0)
+        return self.scores(both[:, :shots], support_y, both[:, shots:], ways).view(tasks, queries, ways)
 
     def loss(self, batch: TaskBatch) -> torch.Tensor:
         logits = self.logits(batch)
         return F.cross_entropy(logits.flatten(0, 1), batch.query_y.flatten())
 
+    def meta_backward(self, batch: TaskBatch) -> torch.Tensor:
+        """loss(batch).backward(); returns the detached loss (the trainer's common interface)."""
+        loss = self.loss(batch)
+        loss.backward()
+        return loss.detach()
+
     @torch.no_grad()
-    def accuracy(self, batch: TaskBatch) -> torch.Tensor:
+    def accuracy(self, batch: TaskBatch, inductive: bool = False) -> torch.Tensor:
         """Query accuracy of each task: [T]."""
-        return (self.logits(batch).argmax(-1) == batch.query_y).float().mean(1)
+        return (self.logits(batch, inductive).argmax(-1) == batch.query_y).float().mean(1)
