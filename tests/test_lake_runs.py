@@ -5,11 +5,17 @@ import sys
 
 import pytest
 import torch
+from test_omniglot import drawing
 
 from metakit import MetakitError
-from metakit.data.lake_runs import (ink_points, make_runs, mhd_classifier, modified_hausdorff, read_runs,
-                                    score_runs)
-from test_omniglot import drawing
+from metakit.data.lake_runs import (
+    ink_points,
+    make_runs,
+    mhd_classifier,
+    modified_hausdorff,
+    read_runs,
+    score_runs,
+)
 
 
 @pytest.fixture(scope="module")

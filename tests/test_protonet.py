@@ -1,13 +1,13 @@
 """Prototypical and Matching Networks: their arithmetic by hand, and short runs on Omniglot."""
+import math
+
 import pytest
 import torch
+from test_omniglot import REAL
 from torch import nn
 
 import metakit
-import math
-
 from metakit import MatchingNetwork, MetakitError, PrototypicalNetwork, TaskBatch
-from test_omniglot import REAL
 
 
 def test_logits_are_negative_squared_distances_to_class_means():

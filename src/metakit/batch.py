@@ -41,13 +41,13 @@ class TaskBatch:
     def num_tasks(self) -> int:
         return self.support_x.shape[0]
 
-    def to(self, device: torch.device | str) -> "TaskBatch":
+    def to(self, device: torch.device | str) -> TaskBatch:
         return TaskBatch(*(t.to(device) for t in self))
 
     def __iter__(self):
         return iter((self.support_x, self.support_y, self.query_x, self.query_y))
 
-    def __getitem__(self, index: slice) -> "TaskBatch":
+    def __getitem__(self, index: slice) -> TaskBatch:
         """Tasks `index` (a slice or index tensor) as a smaller TaskBatch."""
         return TaskBatch(*(t[index] for t in self))
 

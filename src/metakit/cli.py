@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         p.add_argument("--json", action="store_true", help="print the results as JSON only")
+        p.add_argument("--data", help="directory holding omniglot/ (default $METAKIT_DATA)")
 
     p = sub.add_parser("train", help="meta-train from a YAML config (a path or a bundled name)")
     p.add_argument("config")
@@ -82,6 +84,8 @@ def _run(args) -> int:
         print("reproductions: ", " ".join(sorted(REPRODUCTIONS)))
         return 0
     progress = not (args.quiet or args.json)
+    if args.data:
+        os.environ["METAKIT_DATA"] = args.data  # read by metakit.data.omniglot.data_dir
     if args.command == "train":
         config = cfg.load_config(args.config, args.set)
         out = Path(args.out or f"runs/{config.name}")

@@ -45,18 +45,18 @@ class Omniglot:
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def select(self, classes: Iterable[int]) -> "Omniglot":
+    def select(self, classes: Iterable[int]) -> Omniglot:
         index = list(classes)
         return Omniglot(self.images[index], [self.alphabets[i] for i in index],
                         [self.characters[i] for i in index])
 
-    def with_rotations(self) -> "Omniglot":
+    def with_rotations(self) -> Omniglot:
         """Each class plus its 90, 180 and 270 degree rotations as new classes."""
         images = torch.cat([torch.rot90(self.images, k, dims=(-2, -1)) for k in range(4)])
         suffix = [""] + [f"/rot{90 * k}" for k in (1, 2, 3)]
         return Omniglot(images, self.alphabets * 4, [c + s for s in suffix for c in self.characters])
 
-    def split_by_alphabet(self, held_out: Sequence[str]) -> tuple["Omniglot", "Omniglot"]:
+    def split_by_alphabet(self, held_out: Sequence[str]) -> tuple[Omniglot, Omniglot]:
         """(classes of the other alphabets, classes of `held_out`): no alphabet in both."""
         unknown = sorted(set(held_out) - set(self.alphabets))
         if unknown:

@@ -7,10 +7,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
-from .build import build_task  # noqa: E402
+from .build import build_task
 
 
 def plot_learning_curve(metrics_path: Path, out: Path) -> None:

@@ -92,7 +92,7 @@ def reproduce_omniglot(out: Path, algo: str | None, budget: str, device: str, pr
     """Meta-train `algo` on the minimal splits (one run per N for gradient learners, whose head
     has N outputs; one for metric learners), test on held-out alphabets, and score Lake's runs
     in `lake_runs` with the 20-way model."""
-    from .lake import score_checkpoint  # noqa: PLC0415 (reads images: only when asked)
+    from .lake import score_checkpoint
 
     algos = REPRODUCTIONS["omniglot-minimal"]["algos"]
     if algo not in algos:

@@ -1,0 +1,129 @@
+"""MAML for reinforcement learning with a TRPO outer step (Finn et al. 2017, Algorithm 3).
+
+    for each task i (all at once, vmapped):
+        D_i  = episodes of pi_theta;   phi_i = theta - alpha grad L_PG(theta; D_i)
+        D'_i = episodes of pi_phi_i
+    theta <- TRPO step on mean_i surrogate(phi_i(theta); D'_i), KL(pi_phi_i_old || pi_phi_i(theta))
+
+The surrogate and KL differentiate through the inner step (second order; first_order=True
+treats the inner gradient as a constant). Advantages: discounted returns minus the linear
+feature baseline fitted per task on the same episodes, normalised per task.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from ..errors import MetakitError
+from .envs.base import TaskEnv
+from .optim import policy_gradient_loss, trpo_step
+from .returns import discounted_returns, gae, linear_feature_baseline, normalize
+from .rollout import Trajectories, rollout
+
+
+def advantages(trajectories: Trajectories, gamma: float, gae_lambda: float) -> torch.Tensor:
+    returns = discounted_returns(trajectories.rewards, trajectories.mask, gamma)
+    values = linear_feature_baseline(trajectories.observations, returns, trajectories.mask)
+    return normalize(gae(trajectories.rewards, values, trajectories.mask, gamma, gae_lambda), trajectories.mask)
+
+
+class MAMLTRPO(nn.Module):
+    def __init__(self, policy: nn.Module, fast_lr: float = 0.1, inner_steps: int = 1, first_order: bool = False,
+                 gamma: float = 0.99, gae_lambda: float = 1.0, max_kl: float = 0.01, cg_damping: float = 1e-5):
+        super().__init__()
+        if fast_lr < 0 or not isinstance(inner_steps, int) or inner_steps < 0:
+            raise MetakitError(f"need fast_lr >= 0 and an integer inner_steps >= 0, got {fast_lr!r}, {inner_steps!r}")
+        self.policy = policy
+        self.fast_lr, self.inner_steps, self.first_order = fast_lr, inner_steps, first_order
+        self.gamma, self.gae_lambda, self.max_kl, self.cg_damping = gamma, gae_lambda, max_kl, cg_damping
+
+    # -- per task, under vmap ----------------------------------------------------------------
+    def _outputs(self, params, observations):
+        return functional_call(self.policy, params, (observations,))
+
+    def _inner_loss(self, params, obs, actions, adv, mask):
+        return policy_gradient_loss(self.policy.log_prob(self._outputs(params, obs), actions), adv, mask)
+
+    def adapt(self, trajectories: Trajectories, adv: torch.Tensor, params=None, lr: float | None = None,
+              first_order: bool | None = None) -> dict[str, torch.Tensor]:
+        """Fast weights [T, ...] after one policy-gradient step on each task's episodes, from the
+        shared weights (params None) or from per-task weights [T, ...]."""
+        lr = self.fast_lr if lr is None else lr
+        first_order = self.first_order if first_order is None else first_order
+        shared = params is None
+        params = dict(self.policy.named_parameters()) if shared else params
+
+        def one_task(p, obs, actions, a, mask):
+            g = grad(self._inner_loss)(p, obs, actions, a, mask)
+            return {k: p[k] - lr * (g[k].detach() if first_order else g[k]) for k in p}
+
+        data = (trajectories.observations, trajectories.actions, adv, trajectories.mask)
+        return vmap(one_task, in_dims=(None if shared else 0, 0, 0, 0, 0))(params, *data)
+
+    def _fast_outputs(self, fast, observations):
+        return vmap(self._outputs)(fast, observations)
+
+    # -- one meta-iteration ------------------------------------------------------------------
+    def sample(self, env: TaskEnv, num_tasks: int, episodes: int, generator=None) -> dict:
+        """Episodes before (train) and after (valid) adaptation for `num_tasks` new tasks."""
+        env.set_tasks(env.sample_tasks(num_tasks, generator))
+        train = rollout(env, self.policy, episodes, generator)
+        train_adv = advantages(train, self.gamma, self.gae_lambda)
+        with torch.no_grad():
+            fast = {k: v.detach() for k, v in self._adapt_all(train, train_adv).items()}
+        valid = rollout(env, self.policy, episodes, generator, params=fast)
+        old_out = self._fast_outputs(fast, valid.observations).detach()
+        return {"train": train, "train_adv": train_adv, "valid": valid, "old_out": old_out,
+                "valid_adv": advantages(valid, self.gamma, self.gae_lambda)}
+
+    def objectives(self, data: dict):
+        """(surrogate, kl): functions of the current weights theta, through the inner step."""
+        train, train_adv, valid, old_out = data["train"], data["train_adv"], data["valid"], data["old_out"]
+        old_log_prob, mask = self.policy.log_prob(old_out, valid.actions), valid.mask
+
+        def outputs():  # the adapted policy on the validation episodes
+            return self._fast_outputs(self._adapt_all(train, train_adv), valid.observations)
+
+        def surrogate():
+            ratio = (self.policy.log_prob(outputs(), valid.actions) - old_log_prob).exp()
+            return -((ratio * data["valid_adv"] * mask).sum((1, 2)) / mask.sum((1, 2))).mean()
+
+        def kl():
+            per_step = self.policy.kl(old_out, outputs())
+            return ((per_step * mask).sum((1, 2)) / mask.sum((1, 2))).mean()
+
+        return surrogate, kl
+
+    def step(self, env: TaskEnv, num_tasks: int, episodes: int, generator: torch.Generator | None = None) -> dict:
+        data = self.sample(env, num_tasks, episodes, generator)
+        surrogate, kl = self.objectives(data)
+        info = trpo_step(list(self.policy.parameters()), surrogate, kl, self.max_kl, self.cg_damping)
+        return {"return_before": data["train"].episode_returns().mean().item(),
+                "return_after": data["valid"].episode_returns().mean().item(), **info}
+
+    def _adapt_all(self, train, adv):
+        fast = None
+        for _ in range(self.inner_steps):  # the same episodes each step, as in Finn et al.'s code
+            fast = self.adapt(train, adv, params=fast)
+        return fast if fast is not None else {k: v.expand(train.observations.shape[0], *v.shape)
+                                              for k, v in self.policy.named_parameters()}
+
+    @torch.no_grad()
+    def evaluate(self, env: TaskEnv, tasks: torch.Tensor, steps: int = 3, lrs=(0.1, 0.05, 0.05),
+                 episodes: int = 20, generator: torch.Generator | None = None) -> dict[str, float]:
+        """Mean episode return on `tasks` after 0..steps policy-gradient steps, each on fresh
+        episodes of the current policy (the paper's test protocol; step k uses lrs[k])."""
+        if len(lrs) < steps:
+            raise MetakitError(f"evaluate needs a step size for each of {steps} steps, got {list(lrs)}")
+        env.set_tasks(tasks)
+        fast, returns = None, {}
+        for k in range(steps + 1):
+            trajectories = rollout(env, self.policy, episodes, generator, params=fast)
+            returns[str(k)] = trajectories.episode_returns().mean().item()
+            if k < steps:
+                adv = advantages(trajectories, self.gamma, self.gae_lambda)
+                with torch.enable_grad():
+                    fast = {n: v.detach() for n, v in
+                            self.adapt(trajectories, adv, params=fast, lr=lrs[k], first_order=True).items()}
+        return returns

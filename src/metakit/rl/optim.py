@@ -1,0 +1,93 @@
+"""Policy optimisers: conjugate gradient, the TRPO step (Schulman et al. 2015) and PPO's
+clipped loss (Schulman et al. 2017). Reused by MAML-TRPO, RL^2 and the other meta-RL methods."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..errors import MetakitError
+
+
+def flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor,
+                       iterations: int = 10, tolerance: float = 1e-10) -> torch.Tensor:
+    """Solve A x = b for symmetric positive definite A given only x -> A x."""
+    x, r = torch.zeros_like(b), b.clone()
+    p, rr = r.clone(), r @ r
+    for _ in range(iterations):
+        ap = matvec(p)
+        alpha = rr / (p @ ap)
+        x, r = x + alpha * p, r - alpha * ap
+        rr_new = r @ r
+        if rr_new < tolerance:
+            break
+        p, rr = r + (rr_new / rr) * p, rr_new
+    return x
+
+
+def hessian_vector_product(scalar_fn: Callable[[], torch.Tensor], params: Sequence[torch.Tensor],
+                           damping: float = 0.0) -> Callable[[torch.Tensor], torch.Tensor]:
+    """v -> (H + damping I) v, H the Hessian of scalar_fn() w.r.t. params (exact, by double
+    backward; the gradient graph is built once and reused for every product)."""
+    grads = flat(torch.autograd.grad(scalar_fn(), params, create_graph=True))
+
+    def product(vector: torch.Tensor) -> torch.Tensor:
+        hv = flat(torch.autograd.grad(grads @ vector, params, retain_graph=True))
+        return hv + damping * vector
+
+    return product
+
+
+@torch.no_grad()
+def _set(params: Sequence[torch.Tensor], vector: torch.Tensor) -> None:
+    start = 0
+    for p in params:
+        p.copy_(vector[start:start + p.numel()].view_as(p))
+        start += p.numel()
+
+
+def trpo_step(params: Sequence[torch.Tensor], loss_fn: Callable[[], torch.Tensor],
+              kl_fn: Callable[[], torch.Tensor], max_kl: float = 0.01, damping: float = 1e-5,
+              cg_iterations: int = 10, backtrack_ratio: float = 0.5, max_backtracks: int = 15) -> dict:
+    """One TRPO update of `params` in place: natural gradient direction by conjugate gradient
+    on the exact KL Hessian, scaled to the trust region, then a backtracking line search that
+    accepts the first step that lowers the loss with mean KL <= max_kl. No step is taken when
+    none qualifies. loss_fn and kl_fn are re-evaluated at the current params (kl_fn is 0 with
+    a zero gradient at the old params)."""
+    if max_kl <= 0:
+        raise MetakitError(f"max_kl must be > 0, got {max_kl!r}")
+    params = list(params)
+    loss = loss_fn()
+    gradient = flat(torch.autograd.grad(loss, params))
+    hvp = hessian_vector_product(kl_fn, params, damping)
+    direction = conjugate_gradient(hvp, -gradient, cg_iterations)
+    shs = 0.5 * direction @ hvp(direction)
+    step = direction * torch.sqrt(max_kl / shs.clamp_min(1e-12))
+    old = flat(params).detach().clone()
+    with torch.no_grad():
+        for k in range(max_backtracks):
+            _set(params, old + backtrack_ratio**k * step)
+            new_loss, kl = loss_fn(), kl_fn()
+            if new_loss < loss and kl <= max_kl:
+                return {"loss_before": loss.item(), "loss_after": new_loss.item(), "kl": kl.item(),
+                        "backtracks": k, "accepted": True}
+        _set(params, old)
+    return {"loss_before": loss.item(), "loss_after": loss.item(), "kl": 0.0, "backtracks": max_backtracks,
+            "accepted": False}
+
+
+def ppo_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
+             mask: torch.Tensor, clip: float = 0.2) -> torch.Tensor:
+    """-mean over valid steps of min(ratio A, clip(ratio, 1 - clip, 1 + clip) A)."""
+    ratio = (log_prob - old_log_prob).exp()
+    objective = torch.min(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages)
+    return -(objective * mask).sum() / mask.sum().clamp_min(1)
+
+
+def policy_gradient_loss(log_prob: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """REINFORCE with advantages: -mean over valid steps of log pi(a|s) A."""
+    return -(log_prob * advantages * mask).sum() / mask.sum().clamp_min(1)

@@ -1,0 +1,254 @@
+"""Meta-RL core: environments by hand and against Gymnasium, returns, TRPO, MAML-TRPO."""
+import math
+
+import gymnasium
+import pytest
+import torch
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv
+from gymnasium.envs.classic_control.pendulum import PendulumEnv
+from gymnasium.utils.env_checker import check_env
+from torch.func import functional_call
+
+from metakit import MetakitError
+from metakit.rl import envs
+from metakit.rl.maml_trpo import MAMLTRPO
+from metakit.rl.optim import conjugate_gradient, flat, hessian_vector_product, trpo_step
+from metakit.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
+from metakit.rl.returns import discounted_returns, gae, linear_feature_baseline
+from metakit.rl.rollout import rollout
+
+
+def test_navigation_clips_actions_rewards_distance_and_ends_at_the_goal():
+    env = envs.Navigation2D()
+    env.set_tasks(torch.tensor([[0.1, 0.0], [-0.3, 0.2]]))
+    assert torch.equal(env.reset(1), torch.zeros(2, 1, 2))
+    obs, reward, done = env.step(torch.tensor([[[0.5, 0.0]], [[-1.0, 0.05]]]))
+    # clipped to (0.1, 0) and (-0.1, 0.05): task 0 is on its goal, task 1 is sqrt(0.2^2+0.15^2) away
+    torch.testing.assert_close(obs, torch.tensor([[[0.1, 0.0]], [[-0.1, 0.05]]]))
+    torch.testing.assert_close(reward, torch.tensor([[0.0], [-0.25]]))
+    assert done.tolist() == [[True], [False]]
+    obs, reward, done = env.step(torch.tensor([[[0.1, 0.1]], [[0.0, 0.0]]]))
+    assert reward[0, 0] == 0 and torch.equal(obs[0, 0], torch.tensor([0.1, 0.0]))  # done stays done
+    for _ in range(98):
+        _, _, done = env.step(torch.zeros(2, 1, 2))
+    assert done.all() and env.t == env.horizon == 100
+
+
+def test_bandit_pays_each_arm_with_its_probability():
+    env = envs.BernoulliBandit(arms=3)
+    env.set_tasks(torch.tensor([[0.0, 1.0, 0.5]]))
+    env.reset(4000)
+    _, reward, done = env.step(torch.tensor([[0, 1, 2, 2] * 1000]), torch.Generator().manual_seed(0))
+    assert done.all()  # one pull is one episode
+    rewards = reward.view(1000, 4)
+    assert rewards[:, 0].sum() == 0 and rewards[:, 1].sum() == 1000
+    assert abs(rewards[:, 2:].mean().item() - 0.5) < 0.03
+
+
+def test_tabular_mdp_rows_are_distributions_and_transitions_follow_them():
+    env = envs.TabularMDP(states=4, actions=2, horizon=3)
+    tasks = env.sample_tasks(50, torch.Generator().manual_seed(0))
+    env.set_tasks(tasks)
+    torch.testing.assert_close(env.transitions().sum(-1), torch.ones(50, 4, 2))
+    assert (env.transitions() >= 0).all() and abs(env.mean_rewards().mean().item() - 1) < 0.15
+    # a deterministic task: action a moves s -> (s + a + 1) mod 4 and pays on average s + 10a
+    transitions = torch.zeros(1, 4, 2, 4)
+    for s in range(4):
+        for a in range(2):
+            transitions[0, s, a, (s + a + 1) % 4] = 1
+    mean = (torch.arange(4).view(1, 4, 1) + 10 * torch.arange(2).view(1, 1, 2)).float()
+    env.set_tasks(torch.cat([transitions, mean[..., None]], -1))
+    obs = env.reset(2000)
+    assert torch.equal(obs[0, 0], torch.tensor([1.0, 0, 0, 0]))  # episodes start in state 0
+    obs, reward, _ = env.step(torch.ones(1, 2000, dtype=torch.long))
+    assert (obs.argmax(-1) == 2).all() and abs(reward.mean().item() - 10) < 0.1
+    obs, reward, _ = env.step(torch.zeros(1, 2000, dtype=torch.long))
+    assert (obs.argmax(-1) == 3).all() and abs(reward.mean().item() - 2) < 0.1
+    _, _, done = env.step(torch.zeros(1, 2000, dtype=torch.long))
+    assert done.all()  # horizon 3
+
+
+def test_cartpole_and_pendulum_match_gymnasium_with_the_task_parameters():
+    cart = envs.CartPole()
+    cart.set_tasks(torch.tensor([[2.5]]))
+    cart.reset(1)
+    reference = CartPoleEnv()
+    reference.reset(seed=0)
+    reference.length, reference.polemass_length = 2.5, reference.masspole * 2.5
+    state = torch.tensor([0.01, -0.2, 0.05, 0.3])
+    cart.state = state.view(1, 1, 4).clone()
+    reference.state = state.double().numpy()
+    for action in (1, 0, 1, 1):
+        obs, reward, done = cart.step(torch.tensor([[action]]))
+        expected, r, terminated, _, _ = reference.step(action)
+        torch.testing.assert_close(obs[0, 0], torch.as_tensor(expected, dtype=torch.float32), rtol=1e-5, atol=1e-6)
+        assert reward.item() == r and bool(done) == terminated
+    pendulum = envs.Pendulum()
+    pendulum.set_tasks(torch.tensor([[0.7, 1.3]]))
+    pendulum.reset(1)
+    reference = PendulumEnv()
+    reference.reset(seed=0)
+    reference.m, reference.l = 0.7, 1.3
+    pendulum.state = torch.tensor([[[2.0, -0.5]]])
+    reference.state = torch.tensor([2.0, -0.5]).double().numpy()
+    for torque in (1.5, -3.0, 0.2):  # -3 is clipped to -2
+        obs, reward, _ = pendulum.step(torch.tensor([[[torque]]]))
+        expected, r, _, _, _ = reference.step([torque])
+        torch.testing.assert_close(obs[0, 0], torch.as_tensor(expected, dtype=torch.float32), rtol=1e-5, atol=1e-5)
+        assert math.isclose(reward.item(), r, rel_tol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("name", sorted(envs.gym.ENVIRONMENTS))
+def test_every_registration_passes_gymnasiums_checker(name):
+    env = gymnasium.make(f"metakit/{name}-v0")
+    check_env(env.unwrapped)
+    obs, info = env.reset(seed=3, options={"task": info_task(name)})
+    assert env.observation_space.contains(obs)
+
+
+def info_task(name):
+    return {"Navigation2D": [0.2, -0.1], "BernoulliBandit": [0.1, 0.2, 0.3, 0.4, 0.5],
+            "TabularMDP": None, "CartPole": [1.0], "Pendulum": [1.0, 1.0]}[name]
+
+
+def test_environment_errors_are_clear():
+    with pytest.raises(MetakitError, match=r"unknown environment 'Nav2D'; expected one of \['BernoulliBandit'"):
+        envs.make("Nav2D")
+    env = envs.Navigation2D()
+    with pytest.raises(MetakitError, match=r"call set_tasks\(env.sample_tasks\(n\)\) before reset"):
+        env.reset(4)
+    env.set_tasks(env.sample_tasks(3))
+    with pytest.raises(MetakitError, match=r"call reset\(\) before step\(\)"):
+        env.step(torch.zeros(3, 4, 2))
+    env.reset(4)
+    with pytest.raises(MetakitError, match=r"expects actions of shape \(3, 4, 2\).*got \(3, 4\)"):
+        env.step(torch.zeros(3, 4))
+    bandit = envs.BernoulliBandit(3)
+    bandit.set_tasks(bandit.sample_tasks(1))
+    bandit.reset(2)
+    with pytest.raises(MetakitError, match=r"integer actions in \[0, 3\)"):
+        bandit.step(torch.tensor([[0, 3]]))
+
+
+def test_discounting_and_gae_equal_a_direct_loop():
+    torch.manual_seed(0)
+    rewards, values = torch.randn(3, 7), torch.randn(3, 7)
+    mask = torch.ones(3, 7)
+    mask[1, 4:] = 0  # episode 1 ends after 4 steps
+    gamma, lam = 0.9, 0.8
+    returns, advantages = discounted_returns(rewards, mask, gamma), gae(rewards, values, mask, gamma, lam)
+    for e in range(3):
+        length = int(mask[e].sum())
+        for h in range(length):
+            expected = sum(gamma ** (k - h) * rewards[e, k] for k in range(h, length))
+            assert math.isclose(returns[e, h].item(), expected, rel_tol=1e-5, abs_tol=1e-6)
+            v = lambda k: values[e, k] if k < length else 0.0  # noqa: E731
+            deltas = [rewards[e, k] + gamma * v(k + 1) - v(k) for k in range(length)]
+            expected = sum((gamma * lam) ** (k - h) * deltas[k] for k in range(h, length))
+            assert math.isclose(advantages[e, h].item(), float(expected), rel_tol=1e-4, abs_tol=1e-5)
+    assert (returns[1, 4:] == 0).all() and (advantages[1, 4:] == 0).all()
+
+
+def test_linear_baseline_fits_returns_that_are_linear_in_its_features(float64):
+    obs = torch.randn(2, 5, 10, 3)
+    # a different linear function of the features for each task: the fit is per task (ridge
+    # 1e-5, so not exact to the last digit)
+    returns = torch.stack([2 * obs[0, ..., 0] - obs[0, ..., 1] ** 2 + 1.5, -obs[1, ..., 2] + 0.5 * obs[1, ..., 0] ** 2])
+    mask = torch.ones(2, 5, 10)
+    mask[1, :, 7:] = 0  # steps after an episode's end are ignored
+    fitted = linear_feature_baseline(obs, returns, mask)
+    torch.testing.assert_close(fitted, returns * mask, rtol=1e-4, atol=1e-4)
+
+
+def test_hessian_vector_product_and_conjugate_gradient_are_exact(float64):
+    policy = GaussianMLPPolicy(3, 2, hidden=(4,))
+    obs = torch.randn(6, 3)
+    old = policy(obs).detach() + 0.1 * torch.randn(6, 4)
+    params = list(policy.parameters())
+    kl = lambda: policy.kl(old, policy(obs)).mean()  # noqa: E731
+    shapes = [p.shape for p in params]
+
+    def kl_of_flat(vector):
+        pieces, start = {}, 0
+        for (name, _), shape in zip(policy.named_parameters(), shapes):
+            pieces[name] = vector[start:start + shape.numel()].view(shape)
+            start += shape.numel()
+        return policy.kl(old, functional_call(policy, pieces, (obs,))).mean()
+
+    hessian = torch.autograd.functional.hessian(kl_of_flat, flat(params).detach())
+    v = torch.randn(hessian.shape[0])
+    hvp = hessian_vector_product(kl, params, damping=0.1)
+    torch.testing.assert_close(hvp(v), hessian @ v + 0.1 * v)
+    a = hessian + torch.eye(hessian.shape[0])  # symmetric positive definite
+    x = conjugate_gradient(lambda u: a @ u, v, iterations=200, tolerance=1e-20)
+    torch.testing.assert_close(a @ x, v)
+
+
+def test_trpo_step_lowers_the_loss_within_the_kl_bound():
+    torch.manual_seed(0)
+    policy = CategoricalMLPPolicy(4, 3, hidden=(16,))
+    obs, actions, advantages = torch.randn(200, 4), torch.randint(3, (200,)), torch.randn(200)
+    old = policy(obs).detach()
+
+    def loss():
+        return -((policy.log_prob(policy(obs), actions) - policy.log_prob(old, actions)).exp() * advantages).mean()
+
+    kl = lambda: policy.kl(old, policy(obs)).mean()  # noqa: E731
+    info = trpo_step(list(policy.parameters()), loss, kl, max_kl=0.01)
+    assert info["accepted"] and info["loss_after"] < info["loss_before"]
+    assert 0 < kl().item() <= 0.01 and math.isclose(kl().item(), info["kl"], rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_maml_trpo_meta_gradient_equals_a_per_task_loop(first_order, float64):
+    torch.manual_seed(0)
+    env, policy = envs.Navigation2D(horizon=8), GaussianMLPPolicy(2, 2, hidden=(8,))
+    algo = MAMLTRPO(policy, fast_lr=0.3, first_order=first_order)
+    data = algo.sample(env, 3, 4, torch.Generator().manual_seed(1))
+    surrogate, _ = algo.objectives(data)
+    params = list(policy.parameters())
+    vectorised = torch.autograd.grad(surrogate(), params)
+    names = [n for n, _ in policy.named_parameters()]
+    train, valid = data["train"], data["valid"]
+    total = 0
+    for i in range(3):  # the same computation with plain autograd, one task at a time
+        out = policy(train.observations[i])
+        mask = train.mask[i]
+        inner = -(policy.log_prob(out, train.actions[i]) * data["train_adv"][i] * mask).sum() / mask.sum()
+        grads = torch.autograd.grad(inner, params, create_graph=not first_order)
+        fast = {n: p - 0.3 * (g.detach() if first_order else g) for n, p, g in zip(names, params, grads)}
+        new = functional_call(policy, fast, (valid.observations[i],))
+        ratio = (policy.log_prob(new, valid.actions[i]) - policy.log_prob(data["old_out"][i], valid.actions[i])).exp()
+        total = total - (ratio * data["valid_adv"][i] * valid.mask[i]).sum() / valid.mask[i].sum() / 3
+    for got, expected in zip(vectorised, torch.autograd.grad(total, params)):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_rollout_masks_steps_after_the_episode_ends():
+    env = envs.Navigation2D(horizon=5)
+    env.set_tasks(torch.tensor([[0.05, 0.0], [0.5, 0.5]]))  # reached in one step; out of reach
+    policy = GaussianMLPPolicy(2, 2, hidden=(4,), init_std=1e-6)
+    with torch.no_grad():
+        for p in policy.mean.parameters():
+            p.zero_()
+        policy.mean[-1].bias.copy_(torch.tensor([0.05, 0.0]))  # one step onto the goal
+    trajectories = rollout(env, policy, 3)
+    assert trajectories.mask.tolist() == [[[1.0, 0.0, 0.0, 0.0, 0.0]] * 3, [[1.0] * 5] * 3]
+    assert trajectories.episode_returns()[0].abs().max() < 1e-4
+    # the second task's point moves 0.05 a step along x: distances to (0.5, 0.5) by hand
+    expected = -sum(math.hypot(0.5 - 0.05 * k, 0.5) for k in range(1, 6))
+    torch.testing.assert_close(trajectories.episode_returns()[1], torch.full((3,), expected), rtol=1e-4, atol=1e-4)
+
+
+def test_short_maml_trpo_run_on_navigation_improves_the_adapted_return():
+    torch.manual_seed(0)
+    env, generator = envs.Navigation2D(horizon=20), torch.Generator().manual_seed(0)
+    algo = MAMLTRPO(GaussianMLPPolicy(2, 2, hidden=(32, 32)), fast_lr=0.1, max_kl=0.05)
+    test_tasks = env.sample_tasks(10, torch.Generator().manual_seed(99))
+    before = algo.evaluate(env, test_tasks, steps=1, episodes=10, generator=torch.Generator().manual_seed(5))
+    for _ in range(20):
+        algo.step(env, 10, 10, generator)
+    after = algo.evaluate(env, test_tasks, steps=1, episodes=10, generator=torch.Generator().manual_seed(5))
+    # untrained: about -12 per 20-step episode; trained, the adapted policy walks to the goal
+    assert after["1"] > before["1"] + 3, (before, after)
