@@ -108,8 +108,9 @@ def test_every_registration_passes_gymnasiums_checker(name):
 
 
 def info_task(name):
-    return {"Navigation2D": [0.2, -0.1], "BernoulliBandit": [0.1, 0.2, 0.3, 0.4, 0.5],
-            "TabularMDP": None, "CartPole": [1.0], "Pendulum": [1.0, 1.0]}[name]
+    return {"Navigation2D": [0.2, -0.1], "BernoulliBandit": [0.1, 0.2, 0.3, 0.4, 0.5], "TabularMDP": None,
+            "CartPole": [1.0], "Pendulum": [1.0, 1.0], "HalfCheetahVel": [1.5], "HalfCheetahDir": [-1.0],
+            "AntVel": [2.0], "AntDir": [1.0]}[name]
 
 
 def test_environment_errors_are_clear():
@@ -178,7 +179,7 @@ def test_hessian_vector_product_and_conjugate_gradient_are_exact(float64):
 
     hessian = torch.autograd.functional.hessian(kl_of_flat, flat(params).detach())
     v = torch.randn(hessian.shape[0])
-    hvp = hessian_vector_product(kl, params, damping=0.1)
+    hvp = hessian_vector_product(kl(), params, damping=0.1)
     torch.testing.assert_close(hvp(v), hessian @ v + 0.1 * v)
     a = hessian + torch.eye(hessian.shape[0])  # symmetric positive definite
     x = conjugate_gradient(lambda u: a @ u, v, iterations=200, tolerance=1e-20)
@@ -195,7 +196,7 @@ def test_trpo_step_lowers_the_loss_within_the_kl_bound():
         return -((policy.log_prob(policy(obs), actions) - policy.log_prob(old, actions)).exp() * advantages).mean()
 
     kl = lambda: policy.kl(old, policy(obs)).mean()  # noqa: E731
-    info = trpo_step(list(policy.parameters()), loss, kl, max_kl=0.01)
+    info = trpo_step(list(policy.parameters()), lambda: (loss(), kl()), max_kl=0.01)
     assert info["accepted"] and info["loss_after"] < info["loss_before"]
     assert 0 < kl().item() <= 0.01 and math.isclose(kl().item(), info["kl"], rel_tol=1e-5)
 
@@ -206,9 +207,9 @@ def test_maml_trpo_meta_gradient_equals_a_per_task_loop(first_order, float64):
     env, policy = envs.Navigation2D(horizon=8), GaussianMLPPolicy(2, 2, hidden=(8,))
     algo = MAMLTRPO(policy, fast_lr=0.3, first_order=first_order)
     data = algo.sample(env, 3, 4, torch.Generator().manual_seed(1))
-    surrogate, _ = algo.objectives(data)
+    surrogate, _ = algo.objectives(data)()
     params = list(policy.parameters())
-    vectorised = torch.autograd.grad(surrogate(), params)
+    vectorised = torch.autograd.grad(surrogate, params)
     names = [n for n, _ in policy.named_parameters()]
     train, valid = data["train"], data["valid"]
     total = 0
@@ -252,3 +253,27 @@ def test_short_maml_trpo_run_on_navigation_improves_the_adapted_return():
     after = algo.evaluate(env, test_tasks, steps=1, episodes=10, generator=torch.Generator().manual_seed(5))
     # untrained: about -12 per 20-step episode; trained, the adapted policy walks to the goal
     assert after["1"] > before["1"] + 3, (before, after)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_half_cheetah_tasks_reward_velocity_terms_on_gymnasiums_physics():
+    """Our reward from Gymnasium's own HalfCheetah-v5 stepped with the same seed and actions:
+    its x velocity v and control cost 0.1 |a|^2 give ours, -|v - v*| - 0.05 |a|^2 or d v - 0.05 |a|^2."""
+    for env, task in ((envs.HalfCheetahVel(), 0.7), (envs.HalfCheetahDir(), -1.0)):
+        env.set_tasks(torch.tensor([[task]]))
+        generator = torch.Generator().manual_seed(4)
+        seed = int(torch.randint(2**31 - 1, (1,), generator=torch.Generator().manual_seed(4)))  # what reset draws
+        obs = env.reset(1, generator)
+        reference = gymnasium.make("HalfCheetah-v5")
+        expected_obs, _ = reference.reset(seed=seed)
+        torch.testing.assert_close(obs[0, 0], torch.as_tensor(expected_obs, dtype=torch.float32))
+        for action in (torch.full((6,), 0.5), torch.linspace(-2, 2, 6)):  # the second is clipped
+            obs, reward, done = env.step(action.view(1, 1, 6))
+            clipped = action.clamp(-1, 1)
+            expected_obs, _, _, _, info = reference.step(clipped.numpy())
+            v = info["x_velocity"]
+            progress = -abs(v - task) if env.goal == "velocity" else task * v
+            assert math.isclose(reward.item(), progress - 0.05 * (clipped**2).sum().item(), rel_tol=1e-4, abs_tol=1e-4)
+            assert math.isclose(info["reward_ctrl"], -0.1 * (clipped**2).sum().item(), rel_tol=1e-5)
+            torch.testing.assert_close(obs[0, 0], torch.as_tensor(expected_obs, dtype=torch.float32))
+            assert not done.any()

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     from .experiment import config as cfg
     from .experiment.reproduce import REPRODUCTIONS, format_table, reproduce
-    from .experiment.trainer import check_device, finish, load_run, train
+    from .experiment.trainer import check_device, evaluate_run, train
 
     if args.command == "omniglot-runs":
         from .data.lake_runs import mhd_classifier, read_runs, score_runs
@@ -91,8 +91,7 @@ def _run(args) -> int:
         out = Path(args.out or f"runs/{config.name}")
         results = train(config, out, resume=args.resume, device=args.device, progress=progress)
     elif args.command == "eval":
-        config, learner = load_run(Path(args.run_dir), check_device(args.device))
-        results = finish(config, learner, Path(args.run_dir), args.device)
+        results = evaluate_run(Path(args.run_dir), check_device(args.device))
     else:
         out = Path(args.out or f"runs/reproduce-{args.name}" + (f"-{args.algo}" if args.algo else ""))
         results = reproduce(args.name, out, args.budget, args.device, progress, args.resume, args.algo,
@@ -102,6 +101,11 @@ def _run(args) -> int:
     elif args.command == "reproduce":
         print(format_table(results))
         print(f"results: {out / 'results.json'}")
+    elif "returns_after_steps" in results:
+        print(f"{results['name']} ({results['algorithm']}, {results['env']}): mean episode return on "
+              f"{results['eval_tasks']} new tasks after k policy-gradient steps")
+        for k, value in results["returns_after_steps"].items():
+            print(f"  {k} steps: {value:.2f}")
     elif "accuracy" in results:
         print(f"{results['name']} ({results['algorithm']}): accuracy on held-out alphabets, "
               f"{results['eval_tasks']} episodes, normalisation {results['normalisation']}")

@@ -189,13 +189,17 @@ def bundled_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
-def load_config(name_or_path: str | Path, overrides: list[str] = ()) -> ExperimentConfig:
+def load_config(name_or_path: str | Path, overrides: list[str] = ()):
     path = resolve_config_path(name_or_path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise MetakitError(f"config file {path} is not valid YAML: {error}") from None
-    return check_combination(from_dict(ExperimentConfig, apply_overrides(data, list(overrides))))
+    data = apply_overrides(data, list(overrides))
+    if isinstance(data, dict) and "env" in data:  # a meta-RL experiment
+        from .metarl import MetaRLConfig  # noqa: PLC0415 (metarl imports this module)
+        return from_dict(MetaRLConfig, data)
+    return check_combination(from_dict(ExperimentConfig, data))
 
 
 def check_combination(config: ExperimentConfig) -> ExperimentConfig:

@@ -41,6 +41,16 @@ REPRODUCTIONS = {
                  "paper": SINUSOID_PAPER,
                  "smoke": ["train.iterations=300", "train.log_every=50",
                            "train.checkpoint_every=100", "eval.num_tasks=100"]},
+    # Finn et al. 2017, Figure 4 / Table: 40 test tasks, mean return after 0-3 test steps
+    "maml-trpo-nav2d": {"config": "maml-trpo-nav2d", "paper": {"0": -40.4, "1": -11.7, "2": -3.3, "3": -3.2},
+                        "smoke": ["train.iterations=2", "train.meta_batch_size=4", "train.episodes=4",
+                                  "eval.num_tasks=4", "eval.episodes=4"]},
+    "maml-trpo-cheetah-dir": {"config": "maml-trpo-cheetah-dir", "paper": {"0": -50.7, "1": 293.2},
+                              "smoke": ["train.iterations=1", "train.meta_batch_size=2", "train.episodes=2",
+                                        "env.horizon=10", "eval.num_tasks=2", "eval.episodes=2"]},
+    "maml-trpo-cheetah-vel": {"config": "maml-trpo-cheetah-vel", "paper": {"0": -129.5, "1": -78.6},
+                              "smoke": ["train.iterations=1", "train.meta_batch_size=2", "train.episodes=2",
+                                        "env.horizon=10", "eval.num_tasks=2", "eval.episodes=2"]},
     "omniglot-minimal": {"algos": OMNIGLOT_RUNS, "paper": OMNIGLOT_PAPER,
                          "smoke": ["train.iterations=4", "train.log_every=2", "train.checkpoint_every=2",
                                    "train.validate_every=2", "eval.num_tasks=8"]},
@@ -65,6 +75,14 @@ def reproduce(name: str, out: Path, budget: str = "full", device: str = "cpu",
     if algo is not None or lake_runs is not None:
         raise MetakitError(f"--algo and --runs apply to omniglot-minimal, not to {name}")
     spec, out = REPRODUCTIONS[name], Path(out)
+    if "config" in spec:  # one meta-RL run, returns after 0..3 test steps against the paper
+        config = load_config(spec["config"], spec["smoke"] if budget == "smoke" else [])
+        run = train(config, out / spec["config"], resume=resume, device=device, progress=progress)
+        results = {"name": name, "budget": budget, "hardware": hardware(device),
+                   "returns_after_steps": run["returns_after_steps"], "paper": spec["paper"],
+                   "train_seconds": run.get("train_seconds"), "iterations": run["iterations"], "run": run}
+        save_json(results, out / "results.json")
+        return results
     runs = {}
     for label, config_name in spec["runs"].items():
         config = load_config(config_name, spec["smoke"] if budget == "smoke" else [])
@@ -133,6 +151,11 @@ def format_omniglot_table(results: dict) -> str:
 def format_table(results: dict) -> str:
     if results["name"] == "omniglot-minimal":
         return format_omniglot_table(results)
+    if "returns_after_steps" in results:
+        lines = [f"{results['name']}: {results['iterations']} iterations, {results['train_seconds']} s on "
+                 f"{results['hardware']}", "steps | paper | ours", "--- | --- | ---"]
+        lines += [f"{k} | {results['paper'].get(k, '-')} | {v:.1f}" for k, v in results["returns_after_steps"].items()]
+        return "\n".join(lines)
     labels = list(results["runs"])
     header = ["steps"] + [f"{label} {kind}" for label in labels for kind in ("paper", "ours")]
     header += [f"{label} median" for label in labels]

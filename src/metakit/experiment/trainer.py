@@ -22,6 +22,7 @@ from .build import build_learner, build_model, build_task, is_classification
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ExperimentConfig, check_combination, dump_config, from_dict, to_dict
 from .evaluate import accuracy_after_steps, eval_ways, evaluate, mean_ci95
+from .metarl import MetaRLConfig, finish_metarl, load_metarl_run, train_metarl
 from .plots import plot_learning_curve, plot_sinusoid_adaptation
 
 CHECKPOINT = "checkpoint.pt"
@@ -62,6 +63,8 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, device:
           progress: bool = True) -> dict:
     """Meta-train `config` into run_dir, evaluate, plot; returns results.json's content."""
     device = check_device(device)
+    if isinstance(config, MetaRLConfig):
+        return train_metarl(config, run_dir, resume, device, progress)
     run_dir = Path(run_dir)
     checkpoint_path, metrics_path = run_dir / CHECKPOINT, run_dir / "metrics.jsonl"
     if checkpoint_path.exists() and not resume:
@@ -139,6 +142,17 @@ def validation_accuracy(learner, config: ExperimentConfig, device: str, num_task
     per_step = accuracy_after_steps(learner, config, "validation", eval_ways(config)[0], num_tasks, device,
                                     steps=[max(config.eval.steps)])
     return round(mean_ci95(next(iter(per_step.values())))[0], 4)
+
+
+def evaluate_run(run_dir: Path, device: str = "cpu") -> dict:
+    """Evaluate a finished (or interrupted) run directory again and rewrite its results."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if config_path.is_file() and "env" in (yaml.safe_load(config_path.read_text()) or {}):
+        config, env, algo = load_metarl_run(run_dir)
+        return finish_metarl(config, env, algo, run_dir)
+    config, learner = load_run(run_dir, device)
+    return finish(config, learner, run_dir, device)
 
 
 def finish(config, learner, run_dir: Path, device: str, train_seconds: float | None = None) -> dict:

@@ -78,27 +78,24 @@ class MAMLTRPO(nn.Module):
                 "valid_adv": advantages(valid, self.gamma, self.gae_lambda)}
 
     def objectives(self, data: dict):
-        """(surrogate, kl): functions of the current weights theta, through the inner step."""
+        """A function of the current weights theta giving (surrogate loss, mean KL from the
+        sampling policy), both through the inner step, from one forward pass."""
         train, train_adv, valid, old_out = data["train"], data["train_adv"], data["valid"], data["old_out"]
         old_log_prob, mask = self.policy.log_prob(old_out, valid.actions), valid.mask
+        steps = mask.sum((1, 2))
 
-        def outputs():  # the adapted policy on the validation episodes
-            return self._fast_outputs(self._adapt_all(train, train_adv), valid.observations)
+        def surrogate_and_kl():
+            out = self._fast_outputs(self._adapt_all(train, train_adv), valid.observations)
+            ratio = (self.policy.log_prob(out, valid.actions) - old_log_prob).exp()
+            surrogate = -((ratio * data["valid_adv"] * mask).sum((1, 2)) / steps).mean()
+            kl = ((self.policy.kl(old_out, out) * mask).sum((1, 2)) / steps).mean()
+            return surrogate, kl
 
-        def surrogate():
-            ratio = (self.policy.log_prob(outputs(), valid.actions) - old_log_prob).exp()
-            return -((ratio * data["valid_adv"] * mask).sum((1, 2)) / mask.sum((1, 2))).mean()
-
-        def kl():
-            per_step = self.policy.kl(old_out, outputs())
-            return ((per_step * mask).sum((1, 2)) / mask.sum((1, 2))).mean()
-
-        return surrogate, kl
+        return surrogate_and_kl
 
     def step(self, env: TaskEnv, num_tasks: int, episodes: int, generator: torch.Generator | None = None) -> dict:
         data = self.sample(env, num_tasks, episodes, generator)
-        surrogate, kl = self.objectives(data)
-        info = trpo_step(list(self.policy.parameters()), surrogate, kl, self.max_kl, self.cg_damping)
+        info = trpo_step(list(self.policy.parameters()), self.objectives(data), self.max_kl, self.cg_damping)
         return {"return_before": data["train"].episode_returns().mean().item(),
                 "return_after": data["valid"].episode_returns().mean().item(), **info}
 
@@ -111,9 +108,11 @@ class MAMLTRPO(nn.Module):
 
     @torch.no_grad()
     def evaluate(self, env: TaskEnv, tasks: torch.Tensor, steps: int = 3, lrs=(0.1, 0.05, 0.05),
-                 episodes: int = 20, generator: torch.Generator | None = None) -> dict[str, float]:
+                 episodes: int = 20, generator: torch.Generator | None = None,
+                 record: list | None = None) -> dict[str, float]:
         """Mean episode return on `tasks` after 0..steps policy-gradient steps, each on fresh
-        episodes of the current policy (the paper's test protocol; step k uses lrs[k])."""
+        episodes of the current policy (the paper's test protocol; step k uses lrs[k]).
+        `record`, a list, receives the Trajectories of each step."""
         if len(lrs) < steps:
             raise MetakitError(f"evaluate needs a step size for each of {steps} steps, got {list(lrs)}")
         env.set_tasks(tasks)
@@ -121,6 +120,8 @@ class MAMLTRPO(nn.Module):
         for k in range(steps + 1):
             trajectories = rollout(env, self.policy, episodes, generator, params=fast)
             returns[str(k)] = trajectories.episode_returns().mean().item()
+            if record is not None:
+                record.append(trajectories)
             if k < steps:
                 adv = advantages(trajectories, self.gamma, self.gae_lambda)
                 with torch.enable_grad():

@@ -29,11 +29,11 @@ def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.
     return x
 
 
-def hessian_vector_product(scalar_fn: Callable[[], torch.Tensor], params: Sequence[torch.Tensor],
+def hessian_vector_product(scalar: torch.Tensor, params: Sequence[torch.Tensor],
                            damping: float = 0.0) -> Callable[[torch.Tensor], torch.Tensor]:
-    """v -> (H + damping I) v, H the Hessian of scalar_fn() w.r.t. params (exact, by double
-    backward; the gradient graph is built once and reused for every product)."""
-    grads = flat(torch.autograd.grad(scalar_fn(), params, create_graph=True))
+    """v -> (H + damping I) v, H the Hessian of `scalar` (a tensor still attached to its graph)
+    w.r.t. params: exact, by double backward; the gradient graph is built once and reused."""
+    grads = flat(torch.autograd.grad(scalar, params, create_graph=True))
 
     def product(vector: torch.Tensor) -> torch.Tensor:
         hv = flat(torch.autograd.grad(grads @ vector, params, retain_graph=True))
@@ -50,30 +50,31 @@ def _set(params: Sequence[torch.Tensor], vector: torch.Tensor) -> None:
         start += p.numel()
 
 
-def trpo_step(params: Sequence[torch.Tensor], loss_fn: Callable[[], torch.Tensor],
-              kl_fn: Callable[[], torch.Tensor], max_kl: float = 0.01, damping: float = 1e-5,
-              cg_iterations: int = 10, backtrack_ratio: float = 0.5, max_backtracks: int = 15) -> dict:
-    """One TRPO update of `params` in place: natural gradient direction by conjugate gradient
-    on the exact KL Hessian, scaled to the trust region, then a backtracking line search that
-    accepts the first step that lowers the loss with mean KL <= max_kl. No step is taken when
-    none qualifies. loss_fn and kl_fn are re-evaluated at the current params (kl_fn is 0 with
-    a zero gradient at the old params)."""
+def trpo_step(params: Sequence[torch.Tensor], objectives: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+              max_kl: float = 0.01, damping: float = 1e-5, cg_iterations: int = 10,
+              backtrack_ratio: float = 0.5, max_backtracks: int = 15) -> dict:
+    """One TRPO update of `params` in place. objectives() gives (loss, mean KL from the old
+    policy) at the current params, sharing one forward pass. The natural gradient direction
+    comes from conjugate gradient on the exact KL Hessian, scaled to the trust region; a
+    backtracking line search accepts the first step that lowers the loss with KL <= max_kl.
+    No step is taken when none qualifies."""
     if max_kl <= 0:
         raise MetakitError(f"max_kl must be > 0, got {max_kl!r}")
     params = list(params)
-    loss = loss_fn()
-    gradient = flat(torch.autograd.grad(loss, params))
-    hvp = hessian_vector_product(kl_fn, params, damping)
+    loss, kl = objectives()
+    gradient = flat(torch.autograd.grad(loss, params, retain_graph=True))
+    hvp = hessian_vector_product(kl, params, damping)
     direction = conjugate_gradient(hvp, -gradient, cg_iterations)
     shs = 0.5 * direction @ hvp(direction)
     step = direction * torch.sqrt(max_kl / shs.clamp_min(1e-12))
     old = flat(params).detach().clone()
+    loss = loss.detach()
     with torch.no_grad():
         for k in range(max_backtracks):
             _set(params, old + backtrack_ratio**k * step)
-            new_loss, kl = loss_fn(), kl_fn()
-            if new_loss < loss and kl <= max_kl:
-                return {"loss_before": loss.item(), "loss_after": new_loss.item(), "kl": kl.item(),
+            new_loss, new_kl = objectives()
+            if new_loss < loss and new_kl <= max_kl:
+                return {"loss_before": loss.item(), "loss_after": new_loss.item(), "kl": new_kl.item(),
                         "backtracks": k, "accepted": True}
         _set(params, old)
     return {"loss_before": loss.item(), "loss_after": loss.item(), "kl": 0.0, "backtracks": max_backtracks,

@@ -2,10 +2,12 @@
 from .bandit import BernoulliBandit
 from .base import TaskEnv
 from .classic import CartPole, Pendulum
+from .locomotion import AntDir, AntVel, HalfCheetahDir, HalfCheetahVel, Locomotion
 from .navigation import Navigation2D
 from .tabular import TabularMDP
 
-__all__ = ["BernoulliBandit", "CartPole", "Navigation2D", "Pendulum", "TabularMDP", "TaskEnv", "make"]
+__all__ = ["AntDir", "AntVel", "BernoulliBandit", "CartPole", "HalfCheetahDir", "HalfCheetahVel", "Locomotion",
+           "Navigation2D", "Pendulum", "TabularMDP", "TaskEnv", "make"]
 
 
 def make(name: str, **kwargs) -> TaskEnv:

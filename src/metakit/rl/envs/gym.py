@@ -11,12 +11,14 @@ from ...errors import MetakitError
 from .bandit import BernoulliBandit
 from .base import TaskEnv
 from .classic import CartPole, Pendulum
+from .locomotion import AntDir, AntVel, HalfCheetahDir, HalfCheetahVel
 from .navigation import Navigation2D
 from .tabular import TabularMDP
 
 ENVIRONMENTS = {"Navigation2D": Navigation2D, "BernoulliBandit": BernoulliBandit,
-                "TabularMDP": TabularMDP, "CartPole": CartPole, "Pendulum": Pendulum}
-ACTION_BOUND = {Navigation2D: 0.1, Pendulum: 2.0}  # continuous actions are clipped to this
+                "TabularMDP": TabularMDP, "CartPole": CartPole, "Pendulum": Pendulum,
+                "HalfCheetahVel": HalfCheetahVel, "HalfCheetahDir": HalfCheetahDir, "AntVel": AntVel, "AntDir": AntDir}
+ACTION_BOUND = {Navigation2D: 0.1, Pendulum: 2.0, HalfCheetahVel: 1.0, HalfCheetahDir: 1.0, AntVel: 1.0, AntDir: 1.0}  # continuous actions are clipped to this
 
 
 class GymTaskEnv(gymnasium.Env):

@@ -1,0 +1,194 @@
+"""Meta-RL experiments: config, training loop (checkpoints, --resume), evaluation and plots.
+
+A run directory holds the same files as a supervised run: config.yaml, metrics.jsonl (one
+row per iteration: returns before and after adaptation, the TRPO step's KL), checkpoint.pt
+(policy, and the sampler's generator, so a resumed run ends with the same weights),
+results.json (`returns_after_steps`) and PNG plots.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from ..errors import MetakitError
+from ..files import save_json
+from ..rl import MAMLTRPO, envs, policy_for
+from ..rl.envs.gym import ENVIRONMENTS
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import check, dump_config, from_dict, non_negative, positive, to_dict
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class EnvConfig:
+    name: str = check(lambda v: v in ENVIRONMENTS, f"one of {sorted(ENVIRONMENTS)}", default="Navigation2D")
+    horizon: int | None = check(lambda v: v is None or v >= 1, "null or >= 1", default=None)
+
+
+@dataclass
+class PolicyConfig:
+    hidden_sizes: list[int] = check(lambda v: all(s > 0 for s in v), "sizes > 0",
+                                    default_factory=lambda: [100, 100])
+    init_std: float = check(*positive, default=1.0)  # Gaussian policies
+
+
+@dataclass
+class MetaRLAlgorithmConfig:
+    name: str = check(lambda v: v == "maml-trpo", "'maml-trpo'", default="maml-trpo")
+    fast_lr: float = check(*non_negative, default=0.1)
+    inner_steps: int = check(*non_negative, default=1)
+    first_order: bool = False
+    gamma: float = check(lambda v: 0 < v <= 1, "in (0, 1]", default=0.99)
+    gae_lambda: float = check(lambda v: 0 <= v <= 1, "in [0, 1]", default=1.0)
+    max_kl: float = check(*positive, default=0.01)
+    cg_damping: float = check(*non_negative, default=1e-5)
+
+
+@dataclass
+class MetaRLTrainConfig:
+    iterations: int = check(*positive, default=500)
+    meta_batch_size: int = check(*positive, default=20)  # tasks per iteration
+    episodes: int = check(*positive, default=20)  # per task, before and after adaptation
+    checkpoint_every: int = check(*positive, default=10)
+
+
+@dataclass
+class MetaRLEvalConfig:
+    num_tasks: int = check(*positive, default=40)
+    episodes: int = check(*positive, default=20)
+    step_sizes: list[float] = check(lambda v: all(s >= 0 for s in v), "step sizes >= 0",
+                                    default_factory=lambda: [0.1, 0.05, 0.05])  # one per test step
+    seed: int = 1234
+
+
+@dataclass
+class MetaRLConfig:
+    name: str = "meta-rl"
+    seed: int = 0
+    env: EnvConfig = field(default_factory=EnvConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    algorithm: MetaRLAlgorithmConfig = field(default_factory=MetaRLAlgorithmConfig)
+    train: MetaRLTrainConfig = field(default_factory=MetaRLTrainConfig)
+    eval: MetaRLEvalConfig = field(default_factory=MetaRLEvalConfig)
+
+
+def build(config: MetaRLConfig):
+    kwargs = {} if config.env.horizon is None else {"horizon": config.env.horizon}
+    env = envs.make(config.env.name, **kwargs)
+    options = {} if env.discrete else {"init_std": config.policy.init_std}
+    policy = policy_for(env, tuple(config.policy.hidden_sizes), **options)
+    a = config.algorithm
+    algo = MAMLTRPO(policy, a.fast_lr, a.inner_steps, a.first_order, a.gamma, a.gae_lambda, a.max_kl, a.cg_damping)
+    return env, algo
+
+
+def load_metarl_run(run_dir: Path):
+    config = from_dict(MetaRLConfig, yaml.safe_load((Path(run_dir) / "config.yaml").read_text()))
+    env, algo = build(config)
+    algo.load_state_dict(load_checkpoint(Path(run_dir) / CHECKPOINT)["algorithm"])
+    return config, env, algo
+
+
+def train_metarl(config: MetaRLConfig, run_dir: Path, resume: bool = False, device: str = "cpu",
+                 progress: bool = True) -> dict:
+    if device != "cpu":
+        raise MetakitError(f"meta-RL runs on the CPU for now (its environments are CPU tensors); got --device {device}")
+    run_dir = Path(run_dir)
+    checkpoint_path, metrics_path = run_dir / CHECKPOINT, run_dir / "metrics.jsonl"
+    if checkpoint_path.exists() and not resume:
+        raise MetakitError(f"{run_dir} already holds a run; pass --resume to continue it or --out to choose another")
+    if resume and checkpoint_path.exists():
+        saved = from_dict(MetaRLConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
+        if to_dict(saved) != to_dict(config):
+            raise MetakitError(f"--resume: the config differs from the one saved in {run_dir}/config.yaml")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(config, run_dir / "config.yaml")
+    torch.manual_seed(config.seed)
+    env, algo = build(config)
+    generator = torch.Generator().manual_seed(config.seed)
+    start, seconds = 0, 0.0
+    if resume and checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path)
+        algo.load_state_dict(state["algorithm"])
+        generator.set_state(state["generator"])
+        start, seconds = state["iteration"], state["seconds"]
+    rows = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["iteration"] <= start] \
+        if metrics_path.exists() else []
+    metrics_path.write_text("".join(r + "\n" for r in rows))
+    tc = config.train
+    began = time.perf_counter() - seconds
+    bar = tqdm(range(start, tc.iterations), initial=start, total=tc.iterations, disable=not progress,
+               desc=config.name, dynamic_ncols=True)
+    with metrics_path.open("a") as metrics:
+        for iteration in bar:
+            info = algo.step(env, tc.meta_batch_size, tc.episodes, generator)
+            done, seconds = iteration + 1, time.perf_counter() - began
+            metrics.write(json.dumps({"iteration": done, **info, "seconds": round(seconds, 2)}) + "\n")
+            metrics.flush()
+            bar.set_postfix(before=f"{info['return_before']:.1f}", after=f"{info['return_after']:.1f}")
+            if done % tc.checkpoint_every == 0 or done == tc.iterations:
+                save_checkpoint({"algorithm": algo.state_dict(), "generator": generator.get_state(),
+                                 "iteration": done, "seconds": seconds}, checkpoint_path)
+    bar.close()
+    return finish_metarl(config, env, algo, run_dir, seconds)
+
+
+def finish_metarl(config: MetaRLConfig, env, algo, run_dir: Path, train_seconds: float | None = None) -> dict:
+    ev = config.eval
+    tasks = env.sample_tasks(ev.num_tasks, torch.Generator().manual_seed(ev.seed))
+    record: list = []
+    returns = algo.evaluate(env, tasks, len(ev.step_sizes), ev.step_sizes, ev.episodes,
+                            torch.Generator().manual_seed(ev.seed + 1), record=record)
+    results = {"name": config.name, "algorithm": config.algorithm.name, "env": config.env.name,
+               "iterations": config.train.iterations, "returns_after_steps": returns,
+               "eval_tasks": ev.num_tasks, "eval_episodes": ev.episodes, "eval_step_sizes": ev.step_sizes}
+    if train_seconds is not None:
+        results["train_seconds"] = round(train_seconds, 1)
+    save_json(results, run_dir / "results.json")
+    plot_metarl(run_dir, returns, record, tasks, config.env.name)
+    return results
+
+
+def plot_metarl(run_dir: Path, returns: dict, record: list, tasks: torch.Tensor, env_name: str) -> None:
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot([r["iteration"] for r in rows], [r["return_before"] for r in rows], label="before adaptation")
+        ax.plot([r["iteration"] for r in rows], [r["return_after"] for r in rows], label="after 1 step")
+        ax.set(xlabel="meta-iteration", ylabel="mean episode return")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(run_dir / "learning_curve.png", dpi=120)
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.plot([int(k) for k in returns], list(returns.values()), "o-")
+    ax.set(xlabel="policy-gradient steps at test", ylabel="mean episode return", title=env_name)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(run_dir / "returns_vs_steps.png", dpi=120)
+    plt.close(fig)
+    if env_name == "Navigation2D" and record:  # the paper's figure: one task, before and after
+        fig, ax = plt.subplots(figsize=(5, 5))
+        for k, trajectories in enumerate(record):
+            length = int(trajectories.mask[0, 0].sum())
+            path = torch.cat([torch.zeros(1, 2), trajectories.observations[0, 0, 1:length]])
+            ax.plot(path[:, 0], path[:, 1], "-", label="pre-update" if k == 0 else f"{k} step{'s' if k > 1 else ''}")
+        ax.plot(*tasks[0].tolist(), "r*", markersize=14, label="goal")
+        ax.set(xlim=(-0.6, 0.6), ylim=(-0.6, 0.6), aspect="equal", title="2D navigation: one test task")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(run_dir / "trajectories.png", dpi=120)
+        plt.close(fig)

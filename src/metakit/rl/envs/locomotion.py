@@ -1,0 +1,99 @@
+"""MuJoCo locomotion tasks of the MAML paper on Gymnasium's v5 models (the `mujoco` bindings
+from PyPI, no licence), stepped through Gymnasium's vector API: one Python call advances all
+T x E episodes.
+
+    HalfCheetahVel: goal velocity v* ~ U[0, 2];   reward -|v - v*| - 0.05 |a|^2
+    HalfCheetahDir: direction d = +-1;            reward d v - 0.05 |a|^2
+    AntVel:         goal velocity v* ~ U[0, 3];   reward -|v - v*| + Gymnasium's Ant-v5 survive,
+    AntDir:         direction d = +-1;            reward d v + ...   control and contact terms
+Horizon 200. Actions are clipped to [-1, 1] before stepping and costing. v is the torso's
+forward (x) velocity as Gymnasium reports it. Differences from the rllab originals are listed
+in the README.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from ...errors import MetakitError
+from .base import TaskEnv
+
+MODELS = {"HalfCheetah": ("HalfCheetah-v5", 17, 6), "Ant": ("Ant-v5", 105, 8)}
+
+
+class Locomotion(TaskEnv):
+    discrete = False
+
+    def __init__(self, robot: str = "HalfCheetah", goal: str = "velocity", horizon: int = 200):
+        super().__init__()
+        if robot not in MODELS or goal not in ("velocity", "direction"):
+            raise MetakitError(f"robot must be one of {sorted(MODELS)} and goal 'velocity' or 'direction', "
+                               f"got {robot!r}, {goal!r}")
+        self.robot, self.goal, self.horizon = robot, goal, horizon
+        self.env_id, self.observation_size, self.action_size = MODELS[robot]
+        self.max_velocity = 2.0 if robot == "HalfCheetah" else 3.0
+        self._vector, self._size = None, 0
+
+    def sample_tasks(self, num_tasks, generator=None):
+        u = torch.rand(num_tasks, 1, generator=generator)
+        if self.goal == "velocity":
+            return u * self.max_velocity
+        return torch.where(u < 0.5, -1.0, 1.0)
+
+    def _environments(self, count: int):
+        if self._size != count:  # building models is slow: keep the vector env while the size holds
+            import gymnasium  # noqa: PLC0415 (mujoco is an optional dependency)
+            import mujoco  # noqa: PLC0415
+
+            # Gymnasium's model files use an attribute MuJoCo 3.3+ deprecates, and MuJoCo
+            # prints that once per model: hundreds of lines. A Python warning shows it once.
+            mujoco.set_mju_user_warning(lambda message: warnings.warn(f"MuJoCo: {message}", stacklevel=1))
+            if self._vector is not None:
+                self._vector.close()
+            # Ant-v5 would also end an episode at 1000 steps; our horizon is shorter
+            self._vector = gymnasium.make_vec(self.env_id, num_envs=count, vectorization_mode="sync")
+            self._size = count
+        return self._vector
+
+    def _reset(self, episodes, generator):
+        count = self.num_tasks * episodes
+        seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+        obs, _ = self._environments(count).reset(seed=seed)
+        return torch.as_tensor(obs, dtype=torch.float32).view(self.num_tasks, episodes, -1)
+
+    def _step(self, actions, generator):
+        shape = actions.shape[:2]
+        clipped = actions.clamp(-1.0, 1.0)
+        obs, _, terminated, _, info = self._vector.step(clipped.reshape(-1, self.action_size).numpy())
+        velocity = torch.as_tensor(np.asarray(info["x_velocity"]), dtype=torch.float32).view(shape)
+        task = self.tasks[:, :1]  # [T, 1] broadcasts over episodes
+        progress = -(velocity - task).abs() if self.goal == "velocity" else task * velocity
+        if self.robot == "HalfCheetah":
+            reward = progress - 0.05 * (clipped**2).sum(-1)
+        else:
+            extra = sum(np.asarray(info[k]) for k in ("reward_ctrl", "reward_contact", "reward_survive"))
+            reward = progress + torch.as_tensor(extra, dtype=torch.float32).view(shape)
+        obs = torch.as_tensor(obs, dtype=torch.float32).view(*shape, -1)
+        return obs, reward, torch.as_tensor(terminated).view(shape)
+
+
+class HalfCheetahVel(Locomotion):
+    def __init__(self, horizon: int = 200):
+        super().__init__("HalfCheetah", "velocity", horizon)
+
+
+class HalfCheetahDir(Locomotion):
+    def __init__(self, horizon: int = 200):
+        super().__init__("HalfCheetah", "direction", horizon)
+
+
+class AntVel(Locomotion):
+    def __init__(self, horizon: int = 200):
+        super().__init__("Ant", "velocity", horizon)
+
+
+class AntDir(Locomotion):
+    def __init__(self, horizon: int = 200):
+        super().__init__("Ant", "direction", horizon)
