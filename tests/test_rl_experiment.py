@@ -1,0 +1,69 @@
+"""Meta-RL experiments: configs, resume after a kill, the reproduce command."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from metakit import MetakitError
+from metakit.experiment import load_config
+from metakit.experiment.metarl import load_metarl_run
+
+SMALL = ["env.horizon=10", "train.meta_batch_size=4", "train.episodes=4", "train.checkpoint_every=2",
+         "eval.num_tasks=4", "eval.episodes=4", "policy.hidden_sizes=[16,16]"]
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "metakit.cli", *args]
+
+
+def test_meta_rl_config_errors_name_the_key():
+    with pytest.raises(MetakitError, match=r"'env.name' must be one of \['AntDir'.*got 'Nav2D'"):
+        load_config("maml-trpo-nav2d", ["env.name=Nav2D"])
+    with pytest.raises(MetakitError, match=r"'algorithm.gamma' must be in \(0, 1\], got 1.5"):
+        load_config("maml-trpo-nav2d", ["algorithm.gamma=1.5"])
+    with pytest.raises(MetakitError, match=r"unknown config key 'train.outer_lr'"):
+        load_config("maml-trpo-nav2d", ["train.outer_lr=0.1"])
+
+
+def _policy(run_dir):
+    _, _, algo = load_metarl_run(run_dir)
+    return torch.nn.utils.parameters_to_vector(algo.parameters())
+
+
+def test_maml_trpo_resumes_after_a_kill_to_the_same_weights(tmp_path):
+    sets = [a for s in [*SMALL, "train.iterations=60"] for a in ("--set", s)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_cli("train", "maml-trpo-nav2d", "--out", str(tmp_path / "whole"), "--quiet", *sets),
+                   check=True, env=env, capture_output=True)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_cli("train", "maml-trpo-nav2d", "--out", str(killed), "--quiet", *sets), env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert torch.load(killed / "checkpoint.pt", weights_only=False)["iteration"] < 60
+    subprocess.run(_cli("train", "maml-trpo-nav2d", "--out", str(killed), "--resume", "--quiet", *sets),
+                   check=True, env=env, capture_output=True)
+    assert torch.equal(_policy(killed), _policy(tmp_path / "whole"))
+    rows = [json.loads(line)["iteration"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert rows == list(range(1, 61))
+
+
+def test_reproduce_nav2d_smoke_writes_returns_after_steps(tmp_path):
+    result = subprocess.run(_cli("reproduce", "maml-trpo-nav2d", "--budget", "smoke", "--out", str(tmp_path), "--json"),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["returns_after_steps"]) == {"0", "1", "2", "3"} and results["paper"]["1"] == -11.7
+    for name in ("learning_curve.png", "returns_vs_steps.png", "trajectories.png"):
+        assert (tmp_path / "maml-trpo-nav2d" / name).is_file()
+    evaluated = subprocess.run(_cli("eval", str(tmp_path / "maml-trpo-nav2d"), "--json"), capture_output=True, text=True)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["returns_after_steps"] == results["returns_after_steps"]
