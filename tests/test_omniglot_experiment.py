@@ -152,3 +152,12 @@ def test_short_maml_run_beats_chance_on_held_out_alphabets_and_refuses_20way_run
     runs = _held_out_runs(tmp_path / "lake", num_runs=1)
     refused = _cli("omniglot-runs", "--runs", str(runs), "--checkpoint", str(tmp_path / "run"))
     assert refused.returncode == 2 and "run01 is 20-way but this run's model has a 5-way head" in refused.stderr
+    # the same run evaluated again with the other normalisation policy, beside its results
+    again = _cli("eval", str(tmp_path / "run"), "--set", "eval.normalisation=transductive", "--set", "eval.num_tasks=30",
+                 "--results", str(tmp_path / "transductive.json"))
+    assert again.returncode == 0, again.stderr
+    other = json.loads((tmp_path / "transductive.json").read_text())
+    assert other["normalisation"] == "transductive" and other["eval_tasks"] == 30
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["normalisation"] == "inductive"
+    refused = _cli("eval", str(tmp_path / "run"), "--set", "train.iterations=5")
+    assert refused.returncode == 2 and "eval --set changes only eval.* settings" in refused.stderr

@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("eval", help="evaluate a trained run directory on fresh tasks")
     p.add_argument("run_dir")
+    p.add_argument("--set", action="append", default=[], metavar="eval.KEY=VALUE",
+                   help="change an evaluation setting, e.g. --set eval.normalisation=inductive")
+    p.add_argument("--results", help="write the results here (default RUN_DIR/results.json)")
     common(p)
 
     p = sub.add_parser("reproduce", help="run a paper's headline experiment")
@@ -91,7 +94,8 @@ def _run(args) -> int:
         out = Path(args.out or f"runs/{config.name}")
         results = train(config, out, resume=args.resume, device=args.device, progress=progress)
     elif args.command == "eval":
-        results = evaluate_run(Path(args.run_dir), check_device(args.device))
+        results = evaluate_run(Path(args.run_dir), check_device(args.device), args.set,
+                               Path(args.results) if args.results else None)
     else:
         out = Path(args.out or f"runs/reproduce-{args.name}" + (f"-{args.algo}" if args.algo else ""))
         results = reproduce(args.name, out, args.budget, args.device, progress, args.resume, args.algo,

@@ -94,8 +94,12 @@ def accuracy_after_steps(learner, config: ExperimentConfig, split: str, ways: in
         steps = [0]
     task = build_task(config, ev.support_shots, ev.query_shots, split=split, ways=ways)
     batch = task.sample(num_tasks, torch.Generator().manual_seed(ev.seed))
-    chunk = max(1, 2000 // (ways * ev.query_shots))  # bounds memory in the inductive mode
     inductive = ev.normalisation == "inductive"
+    # bound the images one forward pass holds: the inductive mode embeds the support set once
+    # per query (20-way 1-shot with 5 queries a class: 2,100 images a task)
+    queries = ways * ev.query_shots
+    images = queries * (ways * ev.support_shots + 1) if inductive else queries + ways * ev.support_shots
+    chunk = max(1, 4000 // images)
     saved_lr, was_training = getattr(learner, "inner_lr", None), learner.training
     if ev.inner_lr is not None and saved_lr is not None:
         learner.inner_lr = ev.inner_lr

@@ -144,7 +144,8 @@ def train_metarl(config: MetaRLConfig, run_dir: Path, resume: bool = False, devi
     return finish_metarl(config, env, algo, run_dir, seconds)
 
 
-def finish_metarl(config: MetaRLConfig, env, algo, run_dir: Path, train_seconds: float | None = None) -> dict:
+def finish_metarl(config: MetaRLConfig, env, algo, run_dir: Path, train_seconds: float | None = None,
+                  results_path: Path | None = None) -> dict:
     ev = config.eval
     tasks = env.sample_tasks(ev.num_tasks, torch.Generator().manual_seed(ev.seed))
     record: list = []
@@ -155,7 +156,7 @@ def finish_metarl(config: MetaRLConfig, env, algo, run_dir: Path, train_seconds:
                "eval_tasks": ev.num_tasks, "eval_episodes": ev.episodes, "eval_step_sizes": ev.step_sizes}
     if train_seconds is not None:
         results["train_seconds"] = round(train_seconds, 1)
-    save_json(results, run_dir / "results.json")
+    save_json(results, results_path or run_dir / "results.json")
     plot_metarl(run_dir, returns, record, tasks, config.env.name)
     return results
 

@@ -20,7 +20,7 @@ from ..files import save_json
 from ..gradient import Reptile
 from .build import build_learner, build_model, build_task, is_classification
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import ExperimentConfig, check_combination, dump_config, from_dict, to_dict
+from .config import ExperimentConfig, apply_overrides, check_combination, dump_config, from_dict, to_dict
 from .evaluate import accuracy_after_steps, eval_ways, evaluate, mean_ci95
 from .metarl import MetaRLConfig, finish_metarl, load_metarl_run, train_metarl
 from .plots import plot_learning_curve, plot_sinusoid_adaptation
@@ -144,25 +144,34 @@ def validation_accuracy(learner, config: ExperimentConfig, device: str, num_task
     return round(mean_ci95(next(iter(per_step.values())))[0], 4)
 
 
-def evaluate_run(run_dir: Path, device: str = "cpu") -> dict:
-    """Evaluate a finished (or interrupted) run directory again and rewrite its results."""
+def evaluate_run(run_dir: Path, device: str = "cpu", overrides: list[str] = (), out: Path | None = None) -> dict:
+    """Evaluate a finished (or interrupted) run directory again. `overrides` change eval.*
+    settings only (e.g. eval.normalisation=inductive); results go to `out`, by default the
+    run's results.json."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
-    if config_path.is_file() and "env" in (yaml.safe_load(config_path.read_text()) or {}):
-        config, env, algo = load_metarl_run(run_dir)
-        return finish_metarl(config, env, algo, run_dir)
-    config, learner = load_run(run_dir, device)
-    return finish(config, learner, run_dir, device)
+    if not config_path.is_file():
+        raise MetakitError(f"{run_dir} holds no config.yaml; is it a metakit run directory?")
+    for item in overrides:
+        if not item.strip().startswith("eval."):
+            raise MetakitError(f"eval --set changes only eval.* settings (the model is trained), got {item!r}")
+    data = apply_overrides(yaml.safe_load(config_path.read_text()) or {}, list(overrides))
+    if "env" in data:
+        _, env, algo = load_metarl_run(run_dir)
+        return finish_metarl(from_dict(MetaRLConfig, data), env, algo, run_dir, results_path=out)
+    _, learner = load_run(run_dir, device)
+    return finish(check_combination(from_dict(ExperimentConfig, data)), learner, run_dir, device, results_path=out)
 
 
-def finish(config, learner, run_dir: Path, device: str, train_seconds: float | None = None) -> dict:
-    """Evaluate a trained learner and write results.json and the plots."""
+def finish(config, learner, run_dir: Path, device: str, train_seconds: float | None = None,
+           results_path: Path | None = None) -> dict:
+    """Evaluate a trained learner and write results.json (or results_path) and the plots."""
     results = {"name": config.name, "algorithm": config.algorithm.name,
                "iterations": config.train.iterations, **evaluate(learner, config, device)}
     if train_seconds is not None:
         results["train_seconds"] = round(train_seconds, 1)
     results["device"] = device
-    save_json(results, run_dir / "results.json")
+    save_json(results, results_path or run_dir / "results.json")
     if (run_dir / "metrics.jsonl").exists():
         plot_learning_curve(run_dir / "metrics.jsonl", run_dir / "learning_curve.png")
     if not is_classification(config):
