@@ -49,6 +49,16 @@ def _cli(*args):
     return [sys.executable, "-m", "metakit.cli", *args]
 
 
+def kill_at_first_checkpoint(command, run_dir, env):
+    """Start `command` (a training run into run_dir) and SIGKILL it once its first checkpoint exists."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run_dir / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
 def _final_params(run_dir):
     _, learner = load_run(run_dir)
     return torch.nn.utils.parameters_to_vector(learner.parameters())
@@ -63,13 +73,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, algorithm):
                    check=True, env=env, capture_output=True)
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(_cli("train", "sinusoid", "--out", str(killed), "--quiet", *sets), env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (killed / "checkpoint.pt").exists() and time.time() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_at_first_checkpoint(_cli("train", "sinusoid", "--out", str(killed), "--quiet", *sets), killed, env)
     iteration = torch.load(killed / "checkpoint.pt", weights_only=False)["iteration"]
     assert iteration < 1500, "the run finished before it could be killed; the test proves nothing"
     assert not (killed / "results.json").exists()

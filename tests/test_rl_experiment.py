@@ -1,10 +1,8 @@
 """Meta-RL experiments: configs, resume after a kill, the reproduce command."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -12,6 +10,7 @@ import torch
 from metakit import MetakitError
 from metakit.experiment import load_config
 from metakit.experiment.metarl import load_metarl_run
+from test_experiment import kill_at_first_checkpoint
 
 SMALL = ["env.horizon=10", "train.meta_batch_size=4", "train.episodes=4", "train.checkpoint_every=2",
          "eval.num_tasks=4", "eval.episodes=4", "policy.hidden_sizes=[16,16]"]
@@ -41,13 +40,7 @@ def test_maml_trpo_resumes_after_a_kill_to_the_same_weights(tmp_path):
     subprocess.run(_cli("train", "maml-trpo-nav2d", "--out", str(tmp_path / "whole"), "--quiet", *sets),
                    check=True, env=env, capture_output=True)
     killed = tmp_path / "killed"
-    process = subprocess.Popen(_cli("train", "maml-trpo-nav2d", "--out", str(killed), "--quiet", *sets), env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (killed / "checkpoint.pt").exists() and time.time() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_at_first_checkpoint(_cli("train", "maml-trpo-nav2d", "--out", str(killed), "--quiet", *sets), killed, env)
     assert torch.load(killed / "checkpoint.pt", weights_only=False)["iteration"] < 60
     subprocess.run(_cli("train", "maml-trpo-nav2d", "--out", str(killed), "--resume", "--quiet", *sets),
                    check=True, env=env, capture_output=True)

@@ -27,9 +27,12 @@ def omniglot_split(config: ExperimentConfig, split: str) -> Omniglot:
     task = config.task
     data = _omniglot(tuple(task.archives), task.image_size)
     rest, test = data.split_by_alphabet(task.test_alphabets)
-    train, validation = rest.split_by_alphabet(task.validation_alphabets)
-    chosen = {"train": train.with_rotations() if task.rotations else train,
-              "validation": validation, "test": test}[split]
+    if split == "test":
+        chosen = test
+    else:
+        train, chosen = rest.split_by_alphabet(task.validation_alphabets)
+        if split == "train":  # rotations only where they are used: every validation call lands here
+            chosen = train.with_rotations() if task.rotations else train
     if len(chosen) == 0:
         raise MetakitError(f"the {split} split of Omniglot is empty; name alphabets in task.{split}_alphabets")
     return chosen

@@ -24,11 +24,8 @@ from ..errors import MetakitError
 from ..files import save_json
 from ..rl import MAMLTRPO, envs, policy_for
 from ..rl.envs.gym import ENVIRONMENTS
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import check, dump_config, from_dict, non_negative, positive, to_dict
-
-CHECKPOINT = "checkpoint.pt"
-
+from .checkpoint import CHECKPOINT, METRICS, load_checkpoint, open_run_dir, save_checkpoint
+from .config import check, from_dict, non_negative, positive
 
 @dataclass
 class EnvConfig:
@@ -105,27 +102,16 @@ def train_metarl(config: MetaRLConfig, run_dir: Path, resume: bool = False, devi
     if device != "cpu":
         raise MetakitError(f"meta-RL runs on the CPU for now (its environments are CPU tensors); got --device {device}")
     run_dir = Path(run_dir)
-    checkpoint_path, metrics_path = run_dir / CHECKPOINT, run_dir / "metrics.jsonl"
-    if checkpoint_path.exists() and not resume:
-        raise MetakitError(f"{run_dir} already holds a run; pass --resume to continue it or --out to choose another")
-    if resume and checkpoint_path.exists():
-        saved = from_dict(MetaRLConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
-        if to_dict(saved) != to_dict(config):
-            raise MetakitError(f"--resume: the config differs from the one saved in {run_dir}/config.yaml")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(config, run_dir / "config.yaml")
+    checkpoint_path, metrics_path = run_dir / CHECKPOINT, run_dir / METRICS
+    state = open_run_dir(config, run_dir, resume)
     torch.manual_seed(config.seed)
     env, algo = build(config)
     generator = torch.Generator().manual_seed(config.seed)
     start, seconds = 0, 0.0
-    if resume and checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path)
+    if state is not None:
         algo.load_state_dict(state["algorithm"])
         generator.set_state(state["generator"])
         start, seconds = state["iteration"], state["seconds"]
-    rows = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["iteration"] <= start] \
-        if metrics_path.exists() else []
-    metrics_path.write_text("".join(r + "\n" for r in rows))
     tc = config.train
     began = time.perf_counter() - seconds
     bar = tqdm(range(start, tc.iterations), initial=start, total=tc.iterations, disable=not progress,

@@ -19,14 +19,11 @@ from ..errors import MetakitError
 from ..files import save_json
 from ..gradient import Reptile
 from .build import build_learner, build_model, build_task, is_classification
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import ExperimentConfig, apply_overrides, check_combination, dump_config, from_dict, to_dict
+from .checkpoint import CHECKPOINT, METRICS, load_checkpoint, open_run_dir, save_checkpoint
+from .config import ExperimentConfig, apply_overrides, check_combination, from_dict
 from .evaluate import accuracy_after_steps, eval_ways, evaluate, mean_ci95
 from .metarl import MetaRLConfig, finish_metarl, load_metarl_run, train_metarl
 from .plots import plot_learning_curve, plot_sinusoid_adaptation
-
-CHECKPOINT = "checkpoint.pt"
-
 
 class TrainingDiverged(MetakitError):
     """The meta-loss became NaN or infinite; the last good checkpoint is kept."""
@@ -66,17 +63,8 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, device:
     if isinstance(config, MetaRLConfig):
         return train_metarl(config, run_dir, resume, device, progress)
     run_dir = Path(run_dir)
-    checkpoint_path, metrics_path = run_dir / CHECKPOINT, run_dir / "metrics.jsonl"
-    if checkpoint_path.exists() and not resume:
-        raise MetakitError(f"{run_dir} already holds a run; pass --resume to continue it "
-                           "or --out to choose another directory")
-    if resume and checkpoint_path.exists():
-        saved = from_dict(ExperimentConfig, yaml.safe_load((run_dir / "config.yaml").read_text()))
-        if to_dict(saved) != to_dict(config):
-            raise MetakitError(f"--resume: the config differs from the one saved in {run_dir}/config.yaml; "
-                               "resume with the same config and --set values")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(config, run_dir / "config.yaml")
+    checkpoint_path, metrics_path = run_dir / CHECKPOINT, run_dir / METRICS
+    state = open_run_dir(config, run_dir, resume)
 
     torch.manual_seed(config.seed)
     task = build_task(config)
@@ -84,14 +72,12 @@ def train(config: ExperimentConfig, run_dir: Path, resume: bool = False, device:
     optimizer = None if isinstance(learner, Reptile) else outer_adam(learner, config.train.outer_lr)
     sampler = torch.Generator().manual_seed(config.seed)  # tasks are drawn on the CPU: same on every device
     start, window, seconds = 0, [], 0.0
-    if resume and checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path)
+    if state is not None:
         learner.load_state_dict(state["learner"])
         if optimizer is not None:
             optimizer.load_state_dict(state["optimizer"])
         sampler.set_state(state["sampler"])
         start, window, seconds = state["iteration"], state["window"], state["seconds"]
-    _truncate_metrics(metrics_path, start)
 
     def checkpoint(iteration: int) -> None:
         save_checkpoint({"learner": learner.state_dict(), "iteration": iteration, "window": window,
@@ -177,12 +163,3 @@ def finish(config, learner, run_dir: Path, device: str, train_seconds: float | N
     if not is_classification(config):
         plot_sinusoid_adaptation(learner, config, run_dir / "adaptation.png", device=device)
     return results
-
-
-def _truncate_metrics(path: Path, iteration: int) -> None:
-    """Keep only the rows a resumed run will not write again."""
-    if not path.exists():
-        return
-    rows = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line)["iteration"] <= iteration]
-    path.write_text("".join(row + "\n" for row in rows))
