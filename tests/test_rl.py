@@ -22,8 +22,8 @@ def test_navigation_clips_actions_rewards_distance_and_ends_at_the_goal():
     env = envs.Navigation2D()
     env.set_tasks(torch.tensor([[0.1, 0.0], [-0.3, 0.2]]))
     assert torch.equal(env.reset(1), torch.zeros(2, 1, 2))
-    obs, reward, done = env.step(torch.tensor([[[0.5, 0.0]], [[-1.0, 0.05]]]))
-    # clipped to (0.1, 0) and (-0.1, 0.05): task 0 is on its goal, task 1 is sqrt(0.2^2+0.15^2) away
+    obs, reward, done = env.step(torch.tensor([[[5.0, 0.0]], [[-10.0, 0.5]]]))
+    # moves of 0.1 x action, clipped to (0.1, 0) and (-0.1, 0.05): task 0 is on its goal, task 1 is sqrt(0.2^2+0.15^2) away
     torch.testing.assert_close(obs, torch.tensor([[[0.1, 0.0]], [[-0.1, 0.05]]]))
     torch.testing.assert_close(reward, torch.tensor([[0.0], [-0.25]]))
     assert done.tolist() == [[True], [False]]
@@ -233,7 +233,7 @@ def test_rollout_masks_steps_after_the_episode_ends():
     with torch.no_grad():
         for p in policy.mean.parameters():
             p.zero_()
-        policy.mean[-1].bias.copy_(torch.tensor([0.05, 0.0]))  # one step onto the goal
+        policy.mean[-1].bias.copy_(torch.tensor([0.5, 0.0]))  # a move of 0.05: one step onto the goal
     trajectories = rollout(env, policy, 3)
     assert trajectories.mask.tolist() == [[[1.0, 0.0, 0.0, 0.0, 0.0]] * 3, [[1.0] * 5] * 3]
     assert trajectories.episode_returns()[0].abs().max() < 1e-4

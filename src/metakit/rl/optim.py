@@ -52,7 +52,7 @@ def _set(params: Sequence[torch.Tensor], vector: torch.Tensor) -> None:
 
 def trpo_step(params: Sequence[torch.Tensor], objectives: Callable[[], tuple[torch.Tensor, torch.Tensor]],
               max_kl: float = 0.01, damping: float = 1e-5, cg_iterations: int = 10,
-              backtrack_ratio: float = 0.5, max_backtracks: int = 15) -> dict:
+              backtrack_ratio: float = 0.8, max_backtracks: int = 15) -> dict:
     """One TRPO update of `params` in place. objectives() gives (loss, mean KL from the old
     policy) at the current params, sharing one forward pass. The natural gradient direction
     comes from conjugate gradient on the exact KL Hessian, scaled to the trust region; a

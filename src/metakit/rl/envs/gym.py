@@ -18,7 +18,7 @@ from .tabular import TabularMDP
 ENVIRONMENTS = {"Navigation2D": Navigation2D, "BernoulliBandit": BernoulliBandit,
                 "TabularMDP": TabularMDP, "CartPole": CartPole, "Pendulum": Pendulum,
                 "HalfCheetahVel": HalfCheetahVel, "HalfCheetahDir": HalfCheetahDir, "AntVel": AntVel, "AntDir": AntDir}
-ACTION_BOUND = {Navigation2D: 0.1, Pendulum: 2.0, HalfCheetahVel: 1.0, HalfCheetahDir: 1.0, AntVel: 1.0, AntDir: 1.0}  # continuous actions are clipped to this
+ACTION_BOUND = {Navigation2D: 1.0, Pendulum: 2.0, HalfCheetahVel: 1.0, HalfCheetahDir: 1.0, AntVel: 1.0, AntDir: 1.0}  # continuous actions are clipped to this
 
 
 class GymTaskEnv(gymnasium.Env):

@@ -1,0 +1,152 @@
+"""Classical Bernoulli-bandit algorithms, the baselines of RL^2 (Duan et al. 2016, Table 1).
+
+Every method plays T bandits at once: it sees the success and failure counts of each arm
+[T, k] and the pull index t of n, and returns one arm per bandit [T]. `play_bandits` runs a
+method on tasks through BernoulliBandit, so rewards are drawn exactly as RL^2's are.
+The prior is the task distribution's: p ~ U[0, 1] = Beta(1, 1) for each arm.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import lru_cache
+
+import torch
+
+from ...errors import MetakitError
+from ..envs.bandit import BernoulliBandit
+
+
+def argmax_random_ties(scores: torch.Tensor, generator=None) -> torch.Tensor:
+    """argmax over the last dim, a uniformly random one of the tied maxima."""
+    best = scores >= scores.max(-1, keepdim=True).values - 1e-12
+    return (best * torch.rand(scores.shape, generator=generator, dtype=torch.float64)).argmax(-1)
+
+
+def sample_gamma(shape: torch.Tensor, generator=None) -> torch.Tensor:
+    """Gamma(shape, 1) for shape >= 1 (Marsaglia and Tsang 2000), seedable by a generator."""
+    d = shape.double() - 1.0 / 3.0
+    c = 1.0 / (9.0 * d).sqrt()
+    out = torch.empty_like(d)
+    todo = torch.ones_like(d, dtype=torch.bool)
+    while todo.any():
+        x = torch.randn(d.shape, generator=generator, dtype=torch.float64)
+        v = (1 + c * x) ** 3
+        u = torch.rand(d.shape, generator=generator, dtype=torch.float64)
+        accept = todo & (v > 0) & (u.log() < 0.5 * x**2 + d - d * v + d * v.clamp_min(1e-300).log())
+        out = torch.where(accept, d * v, out)
+        todo &= ~accept
+    return out
+
+
+def sample_beta(a: torch.Tensor, b: torch.Tensor, generator=None) -> torch.Tensor:
+    x, y = sample_gamma(a, generator), sample_gamma(b, generator)
+    return x / (x + y)
+
+
+def posterior_mean(successes, failures):
+    return (successes + 1) / (successes + failures + 2)
+
+
+# -- the methods: (successes [T, k], failures [T, k], t, n, generator) -> arms [T] ---------------
+def random_arm(s, f, t, n, generator):
+    return torch.randint(s.shape[-1], s.shape[:-1], generator=generator)
+
+
+def greedy(s, f, t, n, generator):
+    """The arm of highest posterior mean (untried arms count as 1/2)."""
+    return argmax_random_ties(posterior_mean(s, f), generator)
+
+
+def epsilon_greedy(epsilon: float = 0.1):
+    if not 0 <= epsilon <= 1:
+        raise MetakitError(f"epsilon must be in [0, 1], got {epsilon!r}")
+
+    def choose(s, f, t, n, generator):
+        explore = torch.rand(s.shape[:-1], generator=generator) < epsilon
+        return torch.where(explore, random_arm(s, f, t, n, generator), greedy(s, f, t, n, generator))
+    return choose
+
+
+def ucb1(s, f, t, n, generator):
+    """Auer et al. 2002: every arm once, then the arm maximising mean + sqrt(2 ln t / pulls)."""
+    pulls = s + f
+    index = s / pulls.clamp_min(1) + (2 * math.log(max(t, 1)) / pulls.clamp_min(1)).sqrt()
+    return argmax_random_ties(torch.where(pulls == 0, math.inf, index), generator)
+
+
+def thompson(s, f, t, n, generator):
+    return argmax_random_ties(sample_beta(s + 1, f + 1, generator), generator)
+
+
+def optimistic_thompson(s, f, t, n, generator):
+    """May et al. 2012: a posterior sample, but never below the posterior mean."""
+    return argmax_random_ties(torch.maximum(sample_beta(s + 1, f + 1, generator), posterior_mean(s, f)), generator)
+
+
+@lru_cache(maxsize=8)
+def gittins_table(pulls: int, grid: int = 200) -> torch.Tensor:
+    """Finite-horizon Gittins indices [pulls + 1, pulls + 1] for Beta(1 + s, 1 + f) arms:
+    entry [s, f] is the index with m = pulls - s - f pulls left. The index is the per-pull
+    reward lam of a known arm at which one is indifferent between retiring to it for the
+    remaining m pulls and pulling the unknown arm, with the option to retire later.
+
+    Dynamic programming on the value of that stopping problem, for all lam on a grid at once:
+        V_m(s, f) = max(m lam, p (1 + V_{m-1}(s + 1, f)) + (1 - p) V_{m-1}(s, f + 1)),
+    p = (s + 1) / (s + f + 2), V_0 = 0; the index is where pulling stops paying, found by
+    linear interpolation between grid points."""
+    if not isinstance(pulls, int) or pulls < 1:
+        raise MetakitError(f"gittins_table needs pulls >= 1, got {pulls!r}")
+    lam = torch.linspace(0, 1, grid + 1, dtype=torch.float64)[:, None, None]  # [L, 1, 1]
+    counts = torch.arange(pulls + 1, dtype=torch.float64)
+    p_success = (counts[:, None] + 1) / (counts[:, None] + counts[None, :] + 2)
+    value = torch.zeros(grid + 1, pulls + 1, pulls + 1, dtype=torch.float64)  # V_0
+    table = torch.zeros(pulls + 1, pulls + 1, dtype=torch.float64)
+    for m in range(1, pulls + 1):
+        size = pulls - m + 1  # only states with s + f <= pulls - m are reachable with m pulls left
+        p = p_success[:size, :size]
+        pull = p * (1 + value[:, 1:size + 1, :size]) + (1 - p) * value[:, :size, 1:size + 1]
+        advantage = pull - m * lam  # pulling minus retiring, [L, size, size], decreasing in lam
+        value = advantage.clamp_min(0) + m * lam
+        # the states with s + f = pulls - m take their index from this horizon
+        ss = torch.arange(size)
+        adv = advantage[:, ss, size - 1 - ss]  # [L, size]
+        above = (adv > 0).sum(0).clamp(1, grid)  # first grid point where pulling no longer pays
+        a0, a1 = adv[above - 1, ss], adv[above, ss]
+        frac = torch.where(a0 > a1, a0 / (a0 - a1), torch.zeros_like(a0)).clamp(0, 1)
+        table[ss, size - 1 - ss] = (above - 1 + frac) / grid
+    return table
+
+
+def gittins(s, f, t, n, generator):
+    """The arm of largest finite-horizon Gittins index for the n - t pulls left."""
+    table = gittins_table(n)
+    return argmax_random_ties(table[s.long(), f.long()], generator)
+
+
+BANDIT_METHODS: dict[str, Callable] = {
+    "random": random_arm, "greedy": greedy, "epsilon-greedy": epsilon_greedy(0.1), "ucb1": ucb1,
+    "thompson": thompson, "optimistic-thompson": optimistic_thompson, "gittins": gittins}
+
+
+def play_bandits(method: str | Callable, tasks: torch.Tensor, pulls: int,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Total reward of `method` over `pulls` pulls of each bandit in tasks [T, k]: [T]."""
+    if isinstance(method, str):
+        if method not in BANDIT_METHODS:
+            raise MetakitError(f"unknown bandit method {method!r}; expected one of {sorted(BANDIT_METHODS)}")
+        method = BANDIT_METHODS[method]
+    env = BernoulliBandit(arms=tasks.shape[-1])
+    env.set_tasks(tasks)
+    s = torch.zeros(tasks.shape, dtype=torch.float64)
+    f = torch.zeros_like(s)
+    total = torch.zeros(tasks.shape[0])
+    for t in range(pulls):
+        arms = method(s, f, t, pulls, generator)
+        env.reset(1, generator)
+        _, reward, _ = env.step(arms[:, None], generator)
+        won = reward[:, 0].double()
+        s.scatter_add_(1, arms[:, None], won[:, None])
+        f.scatter_add_(1, arms[:, None], 1 - won[:, None])
+        total += reward[:, 0]
+    return total
