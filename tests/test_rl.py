@@ -13,7 +13,7 @@ from metakit import MetakitError
 from metakit.rl import envs
 from metakit.rl.maml_trpo import MAMLTRPO
 from metakit.rl.optim import conjugate_gradient, flat, hessian_vector_product, trpo_step
-from metakit.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy
+from metakit.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, policy_for
 from metakit.rl.returns import discounted_returns, gae, linear_feature_baseline
 from metakit.rl.rollout import rollout
 
@@ -199,6 +199,23 @@ def test_trpo_step_lowers_the_loss_within_the_kl_bound():
     info = trpo_step(list(policy.parameters()), lambda: (loss(), kl()), max_kl=0.01)
     assert info["accepted"] and info["loss_after"] < info["loss_before"]
     assert 0 < kl().item() <= 0.01 and math.isclose(kl().item(), info["kl"], rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("env_name", ["Navigation2D", "CartPole"])
+def test_maml_trpo_fisher_product_is_the_exact_kl_hessian_through_the_inner_step(env_name, float64):
+    """J^T F J (one extra backward) against the Hessian of the mean KL by double backward, at the
+    sampling weights, for a Gaussian and a categorical policy."""
+    torch.manual_seed(0)
+    env = envs.make(env_name, horizon=6)
+    algo = MAMLTRPO(policy_for(env, hidden=(8,)), fast_lr=0.3)
+    data = algo.sample(env, 3, 4, torch.Generator().manual_seed(1))
+    params = list(algo.policy.parameters())
+    _, kl = algo.objectives(data)()
+    exact = hessian_vector_product(kl, params, damping=0.01)
+    fisher = algo.fisher(data, damping=0.01)()
+    for seed in range(3):
+        v = torch.randn(sum(p.numel() for p in params), generator=torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(fisher(v), exact(v), rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.parametrize("first_order", [False, True])

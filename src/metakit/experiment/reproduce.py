@@ -34,26 +34,30 @@ OMNIGLOT_RUNS = {"maml": ["omniglot-maml-5way", "omniglot-maml-20way"],
                  "protonet": ["omniglot-protonet"],  # one embedding serves every N
                  "matching": ["omniglot-matching"]}
 
+# `--budget hour`: what runs in about an hour on the project's 2-core CPU (16 s an iteration
+# on one thread): half the paper's tasks and episodes per iteration, 200 iterations
+CHEETAH_BUDGETS = {"smoke": ["train.iterations=1", "train.meta_batch_size=2", "train.episodes=2",
+                             "env.horizon=10", "eval.num_tasks=2", "eval.episodes=2"],
+                   "hour": ["train.iterations=200", "train.meta_batch_size=20", "train.episodes=10"]}
+
 REPRODUCTIONS = {
     # maml: the setting (meta-trained with K=10); maml-k5: meta-trained with K=5, the
     # K of the evaluation; pretrained: the paper's baseline
     "sinusoid": {"runs": {"maml": "sinusoid", "maml-k5": "sinusoid-k5", "pretrained": "sinusoid-pretrained"},
                  "paper": SINUSOID_PAPER,
-                 "smoke": ["train.iterations=300", "train.log_every=50",
-                           "train.checkpoint_every=100", "eval.num_tasks=100"]},
+                 "budgets": {"smoke": ["train.iterations=300", "train.log_every=50",
+                                       "train.checkpoint_every=100", "eval.num_tasks=100"]}},
     # Finn et al. 2017, Figure 4 / Table: 40 test tasks, mean return after 0-3 test steps
     "maml-trpo-nav2d": {"config": "maml-trpo-nav2d", "paper": {"0": -40.4, "1": -11.7, "2": -3.3, "3": -3.2},
-                        "smoke": ["train.iterations=2", "train.meta_batch_size=4", "train.episodes=4",
-                                  "eval.num_tasks=4", "eval.episodes=4"]},
+                        "budgets": {"smoke": ["train.iterations=2", "train.meta_batch_size=4", "train.episodes=4",
+                                              "eval.num_tasks=4", "eval.episodes=4"]}},
     "maml-trpo-cheetah-dir": {"config": "maml-trpo-cheetah-dir", "paper": {"0": -50.7, "1": 293.2},
-                              "smoke": ["train.iterations=1", "train.meta_batch_size=2", "train.episodes=2",
-                                        "env.horizon=10", "eval.num_tasks=2", "eval.episodes=2"]},
+                              "budgets": CHEETAH_BUDGETS},
     "maml-trpo-cheetah-vel": {"config": "maml-trpo-cheetah-vel", "paper": {"0": -129.5, "1": -78.6},
-                              "smoke": ["train.iterations=1", "train.meta_batch_size=2", "train.episodes=2",
-                                        "env.horizon=10", "eval.num_tasks=2", "eval.episodes=2"]},
+                              "budgets": CHEETAH_BUDGETS},
     "omniglot-minimal": {"algos": OMNIGLOT_RUNS, "paper": OMNIGLOT_PAPER,
-                         "smoke": ["train.iterations=4", "train.log_every=2", "train.checkpoint_every=2",
-                                   "train.validate_every=2", "eval.num_tasks=8"]},
+                         "budgets": {"smoke": ["train.iterations=4", "train.log_every=2", "train.checkpoint_every=2",
+                                               "train.validate_every=2", "eval.num_tasks=8"]}},
 }
 
 
@@ -68,15 +72,16 @@ def reproduce(name: str, out: Path, budget: str = "full", device: str = "cpu",
               lake_runs: Path | None = None) -> dict:
     if name not in REPRODUCTIONS:
         raise MetakitError(f"unknown reproduction {name!r}; expected one of {sorted(REPRODUCTIONS)}")
-    if budget not in ("smoke", "full"):
-        raise MetakitError(f"--budget must be 'smoke' or 'full', got {budget!r}")
+    budgets = {"full": [], **REPRODUCTIONS[name]["budgets"]}
+    if budget not in budgets:
+        raise MetakitError(f"--budget for {name} must be one of {sorted(budgets)}, got {budget!r}")
     if name == "omniglot-minimal":
         return reproduce_omniglot(Path(out), algo, budget, device, progress, resume, lake_runs)
     if algo is not None or lake_runs is not None:
         raise MetakitError(f"--algo and --runs apply to omniglot-minimal, not to {name}")
     spec, out = REPRODUCTIONS[name], Path(out)
     if "config" in spec:  # one meta-RL run, returns after 0..3 test steps against the paper
-        config = load_config(spec["config"], spec["smoke"] if budget == "smoke" else [])
+        config = load_config(spec["config"], budgets[budget])
         run = train(config, out / spec["config"], resume=resume, device=device, progress=progress)
         results = {"name": name, "budget": budget, "hardware": hardware(device),
                    "returns_after_steps": run["returns_after_steps"], "paper": spec["paper"],
@@ -85,7 +90,7 @@ def reproduce(name: str, out: Path, budget: str = "full", device: str = "cpu",
         return results
     runs = {}
     for label, config_name in spec["runs"].items():
-        config = load_config(config_name, spec["smoke"] if budget == "smoke" else [])
+        config = load_config(config_name, budgets[budget])
         runs[label] = train(config, out / label, resume=resume, device=device, progress=progress)
     main = runs["maml"]
     table = []
@@ -115,7 +120,7 @@ def reproduce_omniglot(out: Path, algo: str | None, budget: str, device: str, pr
     algos = REPRODUCTIONS["omniglot-minimal"]["algos"]
     if algo not in algos:
         raise MetakitError(f"omniglot-minimal needs --algo, one of {sorted(algos)}; got {algo!r}")
-    smoke = REPRODUCTIONS["omniglot-minimal"]["smoke"] if budget == "smoke" else []
+    smoke = REPRODUCTIONS["omniglot-minimal"]["budgets"].get(budget, [])
     runs, accuracy, ci95, lake = {}, {}, {}, None
     for config_name in algos[algo]:
         config = load_config(config_name, smoke)

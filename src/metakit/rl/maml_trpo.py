@@ -17,7 +17,7 @@ from torch.func import functional_call, grad, vmap
 
 from ..errors import MetakitError
 from .envs.base import TaskEnv
-from .optim import policy_gradient_loss, trpo_step
+from .optim import fisher_vector_product, policy_gradient_loss, trpo_step
 from .returns import discounted_returns, gae, linear_feature_baseline, normalize
 from .rollout import Trajectories, rollout
 
@@ -93,9 +93,24 @@ class MAMLTRPO(nn.Module):
 
         return surrogate_and_kl
 
+    def fisher(self, data: dict, damping: float | None = None):
+        """A function building v -> (H + damping) v, H the Hessian in theta of the mean KL of
+        `objectives`, at the current theta (the sampling one): J^T F J, J through the inner step."""
+        train, train_adv, valid, old_out = data["train"], data["train_adv"], data["valid"], data["old_out"]
+        weight = valid.mask / valid.mask.sum((1, 2), keepdim=True) / valid.mask.shape[0]  # of each state in the mean KL
+
+        def build():
+            out = self._fast_outputs(self._adapt_all(train, train_adv), valid.observations)
+            metric = self.policy.fisher_diagonal(old_out) * weight[..., None]
+            return fisher_vector_product(out, metric, list(self.policy.parameters()),
+                                         self.cg_damping if damping is None else damping)
+
+        return build
+
     def step(self, env: TaskEnv, num_tasks: int, episodes: int, generator: torch.Generator | None = None) -> dict:
         data = self.sample(env, num_tasks, episodes, generator)
-        info = trpo_step(list(self.policy.parameters()), self.objectives(data), self.max_kl, self.cg_damping)
+        info = trpo_step(list(self.policy.parameters()), self.objectives(data), self.max_kl, self.cg_damping,
+                         fisher=self.fisher(data))
         return {"return_before": data["train"].episode_returns().mean().item(),
                 "return_after": data["valid"].episode_returns().mean().item(), **info}
 

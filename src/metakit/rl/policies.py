@@ -60,6 +60,11 @@ class GaussianMLPPolicy(nn.Module):
         (m0, s0), (m1, s1) = self._split(old), self._split(new)
         return (s1 - s0 + ((2 * s0).exp() + (m0 - m1) ** 2) / (2 * (2 * s1).exp()) - 0.5).sum(-1)
 
+    def fisher_diagonal(self, out):
+        """The Fisher information in the outputs (mean, log std): 1 / std^2 and 2."""
+        _, log_std = self._split(out)
+        return torch.cat([(-2 * log_std).exp(), torch.full_like(log_std, 2.0)], -1)
+
     def entropy(self, out):
         _, log_std = self._split(out)
         return (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
@@ -86,6 +91,10 @@ class CategoricalMLPPolicy(nn.Module):
 
     def kl(self, old, new):
         return (old.exp() * (old - new)).sum(-1)
+
+    def fisher_diagonal(self, out):
+        """The Fisher information in the log-probabilities: sum_a p_a (d log p_a)(d log p_a)^T."""
+        return out.exp()
 
     def entropy(self, out):
         return -(out.exp() * out).sum(-1)
