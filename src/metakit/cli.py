@@ -110,6 +110,9 @@ def _run(args) -> int:
               f"{results['eval_tasks']} new tasks after k policy-gradient steps")
         for k, value in results["returns_after_steps"].items():
             print(f"  {k} steps: {value:.2f}")
+    elif "trial_return" in results:
+        print(f"{results['name']} (rl2, {results['env']}): mean total reward of a {results['episodes']}-episode "
+              f"trial on {results['eval_tasks']} new tasks: {results['trial_return']:.2f} ± {results['ci95']:.2f}")
     elif "accuracy" in results:
         print(f"{results['name']} ({results['algorithm']}): accuracy on held-out alphabets, "
               f"{results['eval_tasks']} episodes, normalisation {results['normalisation']}")

@@ -23,14 +23,19 @@ from tqdm.auto import tqdm
 from ..errors import MetakitError
 from ..files import save_json
 from ..rl import MAMLTRPO, envs, policy_for
+from ..rl.rl2 import RL2, RecurrentPolicy
 from ..rl.envs.gym import ENVIRONMENTS
 from .checkpoint import CHECKPOINT, METRICS, load_checkpoint, open_run_dir, save_checkpoint
 from .config import check, from_dict, non_negative, positive
+
+METARL_ALGORITHMS = ["maml-trpo", "rl2"]
+
 
 @dataclass
 class EnvConfig:
     name: str = check(lambda v: v in ENVIRONMENTS, f"one of {sorted(ENVIRONMENTS)}", default="Navigation2D")
     horizon: int | None = check(lambda v: v is None or v >= 1, "null or >= 1", default=None)
+    arms: int | None = check(lambda v: v is None or v >= 2, "null or >= 2", default=None)  # BernoulliBandit
 
 
 @dataclass
@@ -38,11 +43,12 @@ class PolicyConfig:
     hidden_sizes: list[int] = check(lambda v: all(s > 0 for s in v), "sizes > 0",
                                     default_factory=lambda: [100, 100])
     init_std: float = check(*positive, default=1.0)  # Gaussian policies
+    recurrent_size: int = check(*positive, default=256)  # RL^2's GRU
 
 
 @dataclass
 class MetaRLAlgorithmConfig:
-    name: str = check(lambda v: v == "maml-trpo", "'maml-trpo'", default="maml-trpo")
+    name: str = check(lambda v: v in METARL_ALGORITHMS, f"one of {METARL_ALGORITHMS}", default="maml-trpo")
     fast_lr: float = check(*non_negative, default=0.1)
     inner_steps: int = check(*non_negative, default=1)
     first_order: bool = False
@@ -50,13 +56,21 @@ class MetaRLAlgorithmConfig:
     gae_lambda: float = check(lambda v: 0 <= v <= 1, "in [0, 1]", default=1.0)
     max_kl: float = check(*positive, default=0.01)
     cg_damping: float = check(*non_negative, default=1e-5)
+    # RL^2
+    optimizer: str = check(lambda v: v in ("ppo", "trpo"), "'ppo' or 'trpo'", default="ppo")
+    lr: float = check(*positive, default=1e-3)
+    clip: float = check(*positive, default=0.2)
+    epochs: int = check(*positive, default=4)
+    minibatches: int = check(*positive, default=4)
+    value_coef: float = check(*non_negative, default=0.5)
+    entropy_coef: float = check(*non_negative, default=0.01)
 
 
 @dataclass
 class MetaRLTrainConfig:
     iterations: int = check(*positive, default=500)
-    meta_batch_size: int = check(*positive, default=20)  # tasks per iteration
-    episodes: int = check(*positive, default=20)  # per task, before and after adaptation
+    meta_batch_size: int = check(*positive, default=20)  # tasks per iteration (RL^2: trials)
+    episodes: int = check(*positive, default=20)  # per task, before and after adaptation (RL^2: per trial)
     checkpoint_every: int = check(*positive, default=10)
 
 
@@ -81,11 +95,20 @@ class MetaRLConfig:
 
 
 def build(config: MetaRLConfig):
-    kwargs = {} if config.env.horizon is None else {"horizon": config.env.horizon}
+    kwargs = {key: value for key in ("horizon", "arms") if (value := getattr(config.env, key)) is not None}
+    if "arms" in kwargs and config.env.name != "BernoulliBandit":
+        raise MetakitError(f"'env.arms' applies to BernoulliBandit, not to {config.env.name}")
     env = envs.make(config.env.name, **kwargs)
+    a = config.algorithm
+    if a.name == "rl2":
+        if not env.discrete:
+            raise MetakitError(f"'algorithm.name' rl2 needs a discrete-action env (BernoulliBandit, TabularMDP, "
+                               f"CartPole), got {config.env.name}")
+        policy = RecurrentPolicy(env.observation_size, env.action_size, config.policy.recurrent_size)
+        return env, RL2(policy, a.optimizer, a.lr, a.gamma, a.gae_lambda, a.clip, a.epochs, a.minibatches,
+                        a.value_coef, a.entropy_coef, a.max_kl)
     options = {} if env.discrete else {"init_std": config.policy.init_std}
     policy = policy_for(env, tuple(config.policy.hidden_sizes), **options)
-    a = config.algorithm
     algo = MAMLTRPO(policy, a.fast_lr, a.inner_steps, a.first_order, a.gamma, a.gae_lambda, a.max_kl, a.cg_damping)
     return env, algo
 
@@ -93,8 +116,19 @@ def build(config: MetaRLConfig):
 def load_metarl_run(run_dir: Path):
     config = from_dict(MetaRLConfig, yaml.safe_load((Path(run_dir) / "config.yaml").read_text()))
     env, algo = build(config)
-    algo.load_state_dict(load_checkpoint(Path(run_dir) / CHECKPOINT)["algorithm"])
+    restore(algo, load_checkpoint(Path(run_dir) / CHECKPOINT))
     return config, env, algo
+
+
+def snapshot(algo) -> dict:
+    """The algorithm's weights, and its optimizer's state where it has one (RL^2's Adam)."""
+    return {"algorithm": algo.state_dict(), **({"adam": algo.adam.state_dict()} if hasattr(algo, "adam") else {})}
+
+
+def restore(algo, state: dict) -> None:
+    algo.load_state_dict(state["algorithm"])
+    if "adam" in state:
+        algo.adam.load_state_dict(state["adam"])
 
 
 def train_metarl(config: MetaRLConfig, run_dir: Path, resume: bool = False, device: str = "cpu",
@@ -109,7 +143,7 @@ def train_metarl(config: MetaRLConfig, run_dir: Path, resume: bool = False, devi
     generator = torch.Generator().manual_seed(config.seed)
     start, seconds = 0, 0.0
     if state is not None:
-        algo.load_state_dict(state["algorithm"])
+        restore(algo, state)
         generator.set_state(state["generator"])
         start, seconds = state["iteration"], state["seconds"]
     tc = config.train
@@ -122,9 +156,9 @@ def train_metarl(config: MetaRLConfig, run_dir: Path, resume: bool = False, devi
             done, seconds = iteration + 1, time.perf_counter() - began
             metrics.write(json.dumps({"iteration": done, **info, "seconds": round(seconds, 2)}) + "\n")
             metrics.flush()
-            bar.set_postfix(before=f"{info['return_before']:.1f}", after=f"{info['return_after']:.1f}")
+            bar.set_postfix({k: f"{info[k]:.1f}" for k in ("return_before", "return_after", "trial_return") if k in info})
             if done % tc.checkpoint_every == 0 or done == tc.iterations:
-                save_checkpoint({"algorithm": algo.state_dict(), "generator": generator.get_state(),
+                save_checkpoint({**snapshot(algo), "generator": generator.get_state(),
                                  "iteration": done, "seconds": seconds}, checkpoint_path)
     bar.close()
     return finish_metarl(config, env, algo, run_dir, seconds)
@@ -134,6 +168,8 @@ def finish_metarl(config: MetaRLConfig, env, algo, run_dir: Path, train_seconds:
                   results_path: Path | None = None) -> dict:
     ev = config.eval
     tasks = env.sample_tasks(ev.num_tasks, torch.Generator().manual_seed(ev.seed))
+    if config.algorithm.name == "rl2":
+        return finish_rl2(config, env, algo, tasks, run_dir, train_seconds, results_path)
     record: list = []
     returns = algo.evaluate(env, tasks, len(ev.step_sizes), ev.step_sizes, ev.episodes,
                             torch.Generator().manual_seed(ev.seed + 1), record=record)
@@ -144,6 +180,29 @@ def finish_metarl(config: MetaRLConfig, env, algo, run_dir: Path, train_seconds:
         results["train_seconds"] = round(train_seconds, 1)
     save_json(results, results_path or run_dir / "results.json")
     plot_metarl(run_dir, returns, record, tasks, config.env.name)
+    return results
+
+
+def finish_rl2(config: MetaRLConfig, env, algo, tasks, run_dir: Path, train_seconds, results_path) -> dict:
+    """Mean total reward of one trial (train.episodes episodes) on each of eval.num_tasks new tasks."""
+    totals = algo.evaluate(env, tasks, config.train.episodes, torch.Generator().manual_seed(config.eval.seed + 1))
+    results = {"name": config.name, "algorithm": "rl2", "env": config.env.name, "arms": config.env.arms,
+               "episodes": config.train.episodes, "iterations": config.train.iterations,
+               "trial_return": totals.mean().item(), "ci95": 1.96 * totals.std().item() / len(totals) ** 0.5,
+               "eval_tasks": len(totals)}
+    if train_seconds is not None:
+        results["train_seconds"] = round(train_seconds, 1)
+    save_json(results, results_path or run_dir / "results.json")
+    metrics = run_dir / METRICS
+    if metrics.exists():
+        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot([r["iteration"] for r in rows], [r["trial_return"] for r in rows])
+        ax.set(xlabel="iteration", ylabel="mean trial return (training trials)", title=config.name)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(run_dir / "learning_curve.png", dpi=120)
+        plt.close(fig)
     return results
 
 

@@ -9,6 +9,8 @@ import torch
 from ..errors import MetakitError
 from ..files import save_json
 from .config import load_config
+from .reproduce_rl2 import ROWS as RL2_ROWS
+from .reproduce_rl2 import format_rl2_table, reproduce_rl2
 from .trainer import train
 
 # Finn et al. 2017 as quoted in the issue: 5-shot sinusoid query MSE after 1 / 5 / 10 steps
@@ -70,8 +72,12 @@ def hardware(device: str) -> str:
 def reproduce(name: str, out: Path, budget: str = "full", device: str = "cpu",
               progress: bool = True, resume: bool = False, algo: str | None = None,
               lake_runs: Path | None = None) -> dict:
+    if name in RL2_ROWS:
+        if algo is not None or lake_runs is not None:
+            raise MetakitError(f"--algo and --runs apply to omniglot-minimal, not to {name}")
+        return reproduce_rl2(name, Path(out), budget, device, progress, resume)
     if name not in REPRODUCTIONS:
-        raise MetakitError(f"unknown reproduction {name!r}; expected one of {sorted(REPRODUCTIONS)}")
+        raise MetakitError(f"unknown reproduction {name!r}; expected one of {sorted([*REPRODUCTIONS, *RL2_ROWS])}")
     budgets = {"full": [], **REPRODUCTIONS[name]["budgets"]}
     if budget not in budgets:
         raise MetakitError(f"--budget for {name} must be one of {sorted(budgets)}, got {budget!r}")
@@ -156,6 +162,8 @@ def format_omniglot_table(results: dict) -> str:
 def format_table(results: dict) -> str:
     if results["name"] == "omniglot-minimal":
         return format_omniglot_table(results)
+    if results["name"] in RL2_ROWS:
+        return format_rl2_table(results)
     if "returns_after_steps" in results:
         lines = [f"{results['name']}: {results['iterations']} iterations, {results['train_seconds']} s on "
                  f"{results['hardware']}", "steps | paper | ours", "--- | --- | ---"]

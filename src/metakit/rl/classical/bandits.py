@@ -129,9 +129,9 @@ BANDIT_METHODS: dict[str, Callable] = {
     "thompson": thompson, "optimistic-thompson": optimistic_thompson, "gittins": gittins}
 
 
-def play_bandits(method: str | Callable, tasks: torch.Tensor, pulls: int,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """Total reward of `method` over `pulls` pulls of each bandit in tasks [T, k]: [T]."""
+def play_bandits_rewards(method: str | Callable, tasks: torch.Tensor, pulls: int,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """The reward of each pull of `method` on each bandit in tasks [T, k]: [T, pulls]."""
     if isinstance(method, str):
         if method not in BANDIT_METHODS:
             raise MetakitError(f"unknown bandit method {method!r}; expected one of {sorted(BANDIT_METHODS)}")
@@ -140,7 +140,7 @@ def play_bandits(method: str | Callable, tasks: torch.Tensor, pulls: int,
     env.set_tasks(tasks)
     s = torch.zeros(tasks.shape, dtype=torch.float64)
     f = torch.zeros_like(s)
-    total = torch.zeros(tasks.shape[0])
+    rewards = []
     for t in range(pulls):
         arms = method(s, f, t, pulls, generator)
         env.reset(1, generator)
@@ -148,5 +148,11 @@ def play_bandits(method: str | Callable, tasks: torch.Tensor, pulls: int,
         won = reward[:, 0].double()
         s.scatter_add_(1, arms[:, None], won[:, None])
         f.scatter_add_(1, arms[:, None], 1 - won[:, None])
-        total += reward[:, 0]
-    return total
+        rewards.append(reward[:, 0])
+    return torch.stack(rewards, dim=1)
+
+
+def play_bandits(method: str | Callable, tasks: torch.Tensor, pulls: int,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Total reward of `method` over `pulls` pulls of each bandit in tasks [T, k]: [T]."""
+    return play_bandits_rewards(method, tasks, pulls, generator).sum(-1)

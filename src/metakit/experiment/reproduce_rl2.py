@@ -1,0 +1,116 @@
+"""`metakit reproduce rl2-bandits | rl2-mdp`: Duan et al. 2016's tables, our column beside theirs.
+
+For each row (n pulls x k arms, or n episodes of a random MDP) RL^2 is trained with the
+row's trial length and evaluated on 1000 new tasks; every classical baseline plays the same
+tasks. Rows whose RL^2 training does not fit the budget report the baselines only.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import MetakitError
+from ..files import save_json
+from ..rl import envs
+from ..rl.classical import BANDIT_METHODS, MDP_METHODS, play_bandits, play_mdps
+from .config import load_config
+
+# As quoted in the issue: RL^2 and the best classical method (Gittins for bandits, PSRL for MDPs)
+PAPER = {
+    "rl2-bandits": {(10, 5): {"rl2": 6.7, "gittins": 6.6}, (10, 10): {"rl2": 6.7, "gittins": 6.6},
+                    (100, 5): {"rl2": 78.7, "gittins": 78.3}, (100, 10): {"rl2": 83.5, "gittins": 82.8},
+                    (500, 10): {"rl2": 432.5, "gittins": 437.8}},
+    "rl2-mdp": {(10, None): {"rl2": 156.2, "psrl": 138.1}, (25, None): {"rl2": 445.7, "psrl": 408.8},
+                (100, None): {"rl2": 1913.7, "psrl": 1939.5}},
+}
+ROWS = {"rl2-bandits": [(n, k) for n in (10, 100, 500) for k in (5, 10, 50)],
+        "rl2-mdp": [(n, None) for n in (10, 25, 50, 75, 100)]}
+# RL^2 training per budget: {n: iterations}; rows with an n not listed report baselines only
+TRAINING = {"rl2-bandits": {"full": {10: 300, 100: 400}, "smoke": {10: 2}},
+            "rl2-mdp": {"full": {10: 400, 25: 400}, "smoke": {10: 2}}}
+SMOKE = ["policy.recurrent_size=16", "train.meta_batch_size=8", "eval.num_tasks=20"]
+
+
+def reproduce_rl2(name: str, out: Path, budget: str, device: str, progress: bool, resume: bool) -> dict:
+    from .trainer import train  # noqa: PLC0415 (the trainer imports this package)
+    if budget not in TRAINING[name]:
+        raise MetakitError(f"--budget for {name} must be one of {sorted(TRAINING[name])}, got {budget!r}")
+    plan, rows = TRAINING[name][budget], ROWS[name]
+    if budget == "smoke":
+        rows = [row for row in rows if row[0] == 10]
+    methods = ["rl2"] + (list(BANDIT_METHODS) if name == "rl2-bandits" else list(MDP_METHODS) + ["epsilon-greedy"])
+    table, runs = [], {}
+    for n, k in rows:
+        overrides = [f"train.episodes={n}"] + ([f"env.arms={k}"] if k is not None else [])
+        overrides += SMOKE if budget == "smoke" else []
+        config = load_config(name, overrides)
+        env = envs.make(config.env.name, **({"arms": k} if k is not None else {}))
+        tasks = env.sample_tasks(config.eval.num_tasks, torch.Generator().manual_seed(config.eval.seed))
+        scores = {}
+        if n in plan:
+            config = load_config(name, overrides + [f"train.iterations={plan[n]}"])
+            label = f"n{n}" + (f"-k{k}" if k is not None else "")
+            runs[label] = train(config, out / label, resume=resume, device=device, progress=progress)
+            scores["rl2"] = (runs[label]["trial_return"], runs[label]["ci95"])
+        for method in methods[1:]:
+            generator = torch.Generator().manual_seed(config.eval.seed + 1)
+            totals = (play_bandits(method, tasks, n, generator) if k is not None
+                      else play_mdps(method, tasks, n, generator))
+            scores[method] = (totals.mean().item(), 1.96 * totals.std().item() / len(totals) ** 0.5)
+        paper = PAPER[name].get((n, k), {})
+        for method in methods:
+            ours, ci = scores.get(method, (None, None))
+            table.append({"n": n, "k": k, "method": method, "paper": paper.get(method), "ours": ours, "ci95": ci})
+    results = {"name": name, "budget": budget, "table": table, "runs": runs, "eval_tasks": config.eval.num_tasks,
+               "rl2_iterations": plan}
+    save_json(results, out / "results.json")
+    plot_cumulative(name, out, runs, rows)
+    return results
+
+
+def format_rl2_table(results: dict) -> str:
+    """One line per (n, k): each method's number, ours (paper)."""
+    methods = list(dict.fromkeys(row["method"] for row in results["table"]))
+    lines = [f"{results['name']} ({results['eval_tasks']} new tasks per row; ours ± 95% CI, paper in brackets)",
+             " | ".join(["n", "k"] + methods), " | ".join("---" for _ in range(len(methods) + 2))]
+    rows: dict = {}
+    for row in results["table"]:
+        rows.setdefault((row["n"], row["k"]), {})[row["method"]] = row
+    for (n, k), cells in rows.items():
+        line = [str(n), "-" if k is None else str(k)]
+        for method in methods:
+            row = cells[method]
+            ours = "not trained" if row["ours"] is None else f"{row['ours']:.1f} ± {row['ci95']:.1f}"
+            line.append(ours + ("" if row["paper"] is None else f" ({row['paper']})"))
+        lines.append(" | ".join(line))
+    return "\n".join(lines)
+
+
+def plot_cumulative(name: str, out: Path, runs: dict, rows) -> None:
+    """Cumulative reward against pulls on the first trained bandit row: RL^2 and the baselines."""
+    if name != "rl2-bandits" or not runs:
+        return
+    import matplotlib  # noqa: PLC0415
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    from .metarl import load_metarl_run  # noqa: PLC0415
+    from ..rl.classical.bandits import play_bandits_rewards  # noqa: PLC0415
+    from ..rl.rl2 import sample_trials  # noqa: PLC0415
+    label = next(iter(runs))
+    config, env, algo = load_metarl_run(out / label)
+    n, tasks = config.train.episodes, env.sample_tasks(500, torch.Generator().manual_seed(config.eval.seed))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    rl2 = sample_trials(env, algo.policy, tasks, n, torch.Generator().manual_seed(0)).rewards.mean(0).cumsum(0)
+    ax.plot(range(1, n + 1), rl2, label="RL^2", linewidth=2)
+    for method in BANDIT_METHODS:
+        rewards = play_bandits_rewards(method, tasks, n, torch.Generator().manual_seed(0)).mean(0).cumsum(0)
+        ax.plot(range(1, n + 1), rewards, label=method, linewidth=1)
+    ax.set(xlabel="pull", ylabel="cumulative reward (mean of 500 bandits)",
+           title=f"{config.env.arms}-armed Bernoulli bandits, {n} pulls")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "cumulative_reward.png", dpi=120)
+    plt.close(fig)
