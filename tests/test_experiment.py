@@ -59,6 +59,21 @@ def kill_at_first_checkpoint(command, run_dir, env):
     process.wait()
 
 
+def whole_and_resumed_runs(config: str, overrides: list[str], iterations: int, tmp_path):
+    """Train `config` uninterrupted, and again killed at its first checkpoint and resumed, on
+    one thread (float sums then repeat exactly); returns the two run directories."""
+    sets = [a for s in [*overrides, f"train.iterations={iterations}"] for a in ("--set", s)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run(_cli("train", config, "--out", str(whole), "--quiet", *sets), check=True, env=env, capture_output=True)
+    kill_at_first_checkpoint(_cli("train", config, "--out", str(killed), "--quiet", *sets), killed, env)
+    assert torch.load(killed / "checkpoint.pt", weights_only=False)["iteration"] < iterations, \
+        "the run finished before it could be killed; the test proves nothing"
+    subprocess.run(_cli("train", config, "--out", str(killed), "--resume", "--quiet", *sets),
+                   check=True, env=env, capture_output=True)
+    return whole, killed
+
+
 def _final_params(run_dir):
     _, learner = load_run(run_dir)
     return torch.nn.utils.parameters_to_vector(learner.parameters())

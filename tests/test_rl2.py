@@ -1,8 +1,4 @@
 """RL^2: the recurrent policy's memory across episodes and trials, learning on bandits, configs."""
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -12,7 +8,7 @@ from metakit.experiment.metarl import load_metarl_run
 from metakit.rl import envs
 from metakit.rl.classical import play_bandits
 from metakit.rl.rl2 import RL2, RecurrentPolicy, sample_trials
-from test_experiment import kill_at_first_checkpoint
+from test_experiment import whole_and_resumed_runs
 
 
 def _trials(episodes=3, horizon=4, tasks=5, seed=0):
@@ -101,21 +97,8 @@ def test_rl2_errors_are_clear():
         sample_trials(env, RecurrentPolicy(4, 2), env.sample_tasks(64, torch.Generator().manual_seed(0)), 1)
 
 
-def _cli(*args):
-    return [sys.executable, "-m", "metakit.cli", *args]
-
-
 def test_rl2_resumes_after_a_kill_to_the_same_weights_and_optimizer(tmp_path):
-    sets = [a for s in ["policy.recurrent_size=16", "train.meta_batch_size=16", "train.iterations=80",
-                        "train.checkpoint_every=5", "eval.num_tasks=50"] for a in ("--set", s)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(_cli("train", "rl2-bandits", "--out", str(tmp_path / "whole"), "--quiet", *sets),
-                   check=True, env=env, capture_output=True)
-    killed = tmp_path / "killed"
-    kill_at_first_checkpoint(_cli("train", "rl2-bandits", "--out", str(killed), "--quiet", *sets), killed, env)
-    assert torch.load(killed / "checkpoint.pt", weights_only=False)["iteration"] < 80
-    subprocess.run(_cli("train", "rl2-bandits", "--out", str(killed), "--resume", "--quiet", *sets),
-                   check=True, env=env, capture_output=True)
-    whole, resumed = load_metarl_run(tmp_path / "whole")[2], load_metarl_run(killed)[2]
-    for a, b in zip(whole.parameters(), resumed.parameters()):
-        assert torch.equal(a, b)
+    small = ["policy.recurrent_size=16", "train.meta_batch_size=16", "train.checkpoint_every=5", "eval.num_tasks=50"]
+    whole, killed = whole_and_resumed_runs("rl2-bandits", small, 80, tmp_path)
+    for a, b in zip(load_metarl_run(whole)[2].parameters(), load_metarl_run(killed)[2].parameters()):
+        assert torch.equal(a, b)  # Adam's moments were restored too, or the steps after the resume differ

@@ -10,7 +10,7 @@ import torch
 from metakit import MetakitError
 from metakit.experiment import load_config
 from metakit.experiment.metarl import load_metarl_run
-from test_experiment import kill_at_first_checkpoint
+from test_experiment import whole_and_resumed_runs
 
 SMALL = ["env.horizon=10", "train.meta_batch_size=4", "train.episodes=4", "train.checkpoint_every=2",
          "eval.num_tasks=4", "eval.episodes=4", "policy.hidden_sizes=[16,16]"]
@@ -35,16 +35,8 @@ def _policy(run_dir):
 
 
 def test_maml_trpo_resumes_after_a_kill_to_the_same_weights(tmp_path):
-    sets = [a for s in [*SMALL, "train.iterations=60"] for a in ("--set", s)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(_cli("train", "maml-trpo-nav2d", "--out", str(tmp_path / "whole"), "--quiet", *sets),
-                   check=True, env=env, capture_output=True)
-    killed = tmp_path / "killed"
-    kill_at_first_checkpoint(_cli("train", "maml-trpo-nav2d", "--out", str(killed), "--quiet", *sets), killed, env)
-    assert torch.load(killed / "checkpoint.pt", weights_only=False)["iteration"] < 60
-    subprocess.run(_cli("train", "maml-trpo-nav2d", "--out", str(killed), "--resume", "--quiet", *sets),
-                   check=True, env=env, capture_output=True)
-    assert torch.equal(_policy(killed), _policy(tmp_path / "whole"))
+    whole, killed = whole_and_resumed_runs("maml-trpo-nav2d", SMALL, 60, tmp_path)
+    assert torch.equal(_policy(killed), _policy(whole))
     rows = [json.loads(line)["iteration"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
     assert rows == list(range(1, 61))
 
