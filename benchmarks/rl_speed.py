@@ -22,6 +22,7 @@ import torch
 
 from metakit.rl import envs
 from metakit.rl.maml_trpo import MAMLTRPO
+from metakit.rl.optim import hessian_vector_product
 from metakit.rl.policies import GaussianMLPPolicy
 
 STEPS = 100
@@ -89,12 +90,32 @@ def main() -> None:
         algo.step(env, 20, 20, generator)
         iteration.append(time.perf_counter() - start)
     print(f"MAML-TRPO iteration, 2D navigation, 20 tasks x 20 episodes x 100 steps: {statistics.median(iteration):.2f} s")
+    hvp = kl_hessian_products(algo, env, generator)
+    print(f"one KL Hessian-vector product through the inner step: double backward {hvp['double_backward']:.3f} s, "
+          f"J^T F J {hvp['fisher']:.3f} s ({hvp['double_backward'] / hvp['fisher']:.2f}x)")
     out = Path(__file__).parent / "results" / "rl-speed-cpu.json"
     out.write_text(json.dumps({
         "hardware": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, "
                     f"gymnasium {gymnasium.__version__}, numpy {np.__version__}",
         "episodes": args.episodes, "rows": rows, "speedups": speedups,
-        "maml_trpo_iteration_seconds": statistics.median(iteration)}, indent=2) + "\n")
+        "maml_trpo_iteration_seconds": statistics.median(iteration), "kl_hessian_product_seconds": hvp},
+        indent=2) + "\n")
+
+
+def kl_hessian_products(algo, env, generator, rounds: int = 5) -> dict:
+    """Seconds per product, median of interleaved rounds, on one sampled iteration."""
+    data = algo.sample(env, 20, 20, generator)
+    params = list(algo.policy.parameters())
+    _, kl = algo.objectives(data)()
+    products = {"double_backward": hessian_vector_product(kl, params, algo.cg_damping), "fisher": algo.fisher(data)()}
+    vector = torch.randn(sum(p.numel() for p in params), generator=generator)
+    times = {name: [] for name in products}
+    for _ in range(rounds):
+        for name, product in products.items():
+            start = time.perf_counter()
+            product(vector)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 if __name__ == "__main__":

@@ -58,12 +58,12 @@ class MetaRLAlgorithmConfig:
     cg_damping: float = check(*non_negative, default=1e-5)
     # RL^2
     optimizer: str = check(lambda v: v in ("ppo", "trpo"), "'ppo' or 'trpo'", default="ppo")
-    lr: float = check(*positive, default=1e-3)
+    lr: float = check(*positive, default=2e-3)
     clip: float = check(*positive, default=0.2)
     epochs: int = check(*positive, default=4)
     minibatches: int = check(*positive, default=4)
     value_coef: float = check(*non_negative, default=0.5)
-    entropy_coef: float = check(*non_negative, default=0.01)
+    entropy_coef: float = check(*non_negative, default=0.0)
 
 
 @dataclass

@@ -93,9 +93,9 @@ def sample_trials(env: TaskEnv, policy: RecurrentPolicy, tasks: torch.Tensor, ep
 
 
 class RL2(nn.Module):
-    def __init__(self, policy: RecurrentPolicy, optimizer: str = "ppo", lr: float = 1e-3, gamma: float = 0.99,
+    def __init__(self, policy: RecurrentPolicy, optimizer: str = "ppo", lr: float = 2e-3, gamma: float = 0.99,
                  gae_lambda: float = 0.3, clip: float = 0.2, epochs: int = 4, minibatches: int = 4,
-                 value_coef: float = 0.5, entropy_coef: float = 0.01, max_kl: float = 0.01, max_grad_norm: float = 1.0):
+                 value_coef: float = 0.5, entropy_coef: float = 0.0, max_kl: float = 0.01, max_grad_norm: float = 1.0):
         super().__init__()
         if optimizer not in ("ppo", "trpo"):
             raise MetakitError(f"RL^2 optimizer must be 'ppo' or 'trpo', got {optimizer!r}")
