@@ -95,13 +95,18 @@ def sample_trials(env: TaskEnv, policy: RecurrentPolicy, tasks: torch.Tensor, ep
 class RL2(nn.Module):
     def __init__(self, policy: RecurrentPolicy, optimizer: str = "ppo", lr: float = 2e-3, gamma: float = 0.99,
                  gae_lambda: float = 0.3, clip: float = 0.2, epochs: int = 4, minibatches: int = 4,
-                 value_coef: float = 0.5, entropy_coef: float = 0.0, max_kl: float = 0.01, max_grad_norm: float = 1.0):
+                 value_coef: float = 0.5, entropy_coef: float = 0.0, max_kl: float = 0.01, max_grad_norm: float = 1.0,
+                 normalize_value_loss: bool = True):
         super().__init__()
         if optimizer not in ("ppo", "trpo"):
             raise MetakitError(f"RL^2 optimizer must be 'ppo' or 'trpo', got {optimizer!r}")
         self.policy, self.optimizer_name = policy, optimizer
         self.gamma, self.gae_lambda, self.clip, self.epochs, self.minibatches = gamma, gae_lambda, clip, epochs, minibatches
         self.value_coef, self.entropy_coef, self.max_kl, self.max_grad_norm = value_coef, entropy_coef, max_kl, max_grad_norm
+        # Over 100-step trials the raw value loss's gradient on the shared GRU was measured at
+        # 140x the policy loss's, so clipping drowned the policy; dividing by the variance of
+        # the batch's returns makes the two comparable
+        self.normalize_value_loss, self._value_scale = normalize_value_loss, 1.0
         # PPO trains everything with Adam; with TRPO, Adam fits only the value head
         trained = policy.parameters() if optimizer == "ppo" else policy.value.parameters()
         self.adam = torch.optim.Adam(trained, lr=lr)
@@ -116,6 +121,7 @@ class RL2(nn.Module):
         trials = sample_trials(env, self.policy, env.sample_tasks(num_trials, generator), episodes, generator)
         raw_adv, adv = self.advantages(trials)
         returns = raw_adv + trials.values  # the value head's regression target
+        self._value_scale = returns.var().clamp_min(1e-8).item() if self.normalize_value_loss else 1.0
         info = self._ppo(trials, adv, returns, generator) if self.optimizer_name == "ppo" else \
             self._trpo(trials, adv, returns)
         return {"trial_return": trials.totals().mean().item(), **info}
@@ -124,7 +130,7 @@ class RL2(nn.Module):
         log_probs, values, _ = self.policy(trials.inputs[rows])
         taken = log_probs.gather(-1, trials.actions[rows, :, None]).squeeze(-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
-        return taken, (values - returns[rows]).pow(2).mean(), entropy
+        return taken, (values - returns[rows]).pow(2).mean() / self._value_scale, entropy
 
     def _ppo(self, trials, adv, returns, generator) -> dict:
         batch = trials.actions.shape[0]
