@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("reproduce", help="run a paper's headline experiment")
     p.add_argument("name")
-    p.add_argument("--budget", default="full", help="full (the config), smoke, or hour (the half-cheetah runs)")
+    p.add_argument("--budget", default="full", help="full (the config), smoke, hour (the half-cheetah runs) or baselines (RL^2 tables without RL^2)")
     p.add_argument("--out", help="output directory (default runs/reproduce-<name>)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--algo", help="omniglot-minimal: maml, fomaml, reptile, protonet or matching")
