@@ -23,10 +23,17 @@ from tqdm.auto import tqdm
 from ..errors import MetakitError
 from ..files import save_json
 from ..rl import MAMLTRPO, envs, policy_for
-from ..rl.rl2 import RL2, RecurrentPolicy
 from ..rl.envs.gym import ENVIRONMENTS
-from .checkpoint import CHECKPOINT, METRICS, load_checkpoint, open_run_dir, save_checkpoint
+from ..rl.rl2 import RL2, RecurrentPolicy
+from .checkpoint import (
+    CHECKPOINT,
+    METRICS,
+    load_checkpoint,
+    open_run_dir,
+    save_checkpoint,
+)
 from .config import check, from_dict, non_negative, positive
+from .evaluate import mean_ci95
 
 METARL_ALGORITHMS = ["maml-trpo", "rl2"]
 
@@ -187,39 +194,37 @@ def finish_metarl(config: MetaRLConfig, env, algo, run_dir: Path, train_seconds:
 def finish_rl2(config: MetaRLConfig, env, algo, tasks, run_dir: Path, train_seconds, results_path) -> dict:
     """Mean total reward of one trial (train.episodes episodes) on each of eval.num_tasks new tasks."""
     totals = algo.evaluate(env, tasks, config.train.episodes, torch.Generator().manual_seed(config.eval.seed + 1))
+    mean, ci95 = mean_ci95(totals)
     results = {"name": config.name, "algorithm": "rl2", "env": config.env.name, "arms": config.env.arms,
                "episodes": config.train.episodes, "iterations": config.train.iterations,
-               "trial_return": totals.mean().item(), "ci95": 1.96 * totals.std().item() / len(totals) ** 0.5,
-               "eval_tasks": len(totals)}
+               "trial_return": mean, "ci95": ci95, "eval_tasks": len(totals)}
     if train_seconds is not None:
         results["train_seconds"] = round(train_seconds, 1)
     save_json(results, results_path or run_dir / "results.json")
-    metrics = run_dir / METRICS
-    if metrics.exists():
-        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot([r["iteration"] for r in rows], [r["trial_return"] for r in rows])
-        ax.set(xlabel="iteration", ylabel="mean trial return (training trials)", title=config.name)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(run_dir / "learning_curve.png", dpi=120)
-        plt.close(fig)
+    plot_training_curve(run_dir, {"training trials": "trial_return"}, "mean trial return")
     return results
 
 
+def plot_training_curve(run_dir: Path, series: dict[str, str], ylabel: str) -> None:
+    """learning_curve.png: each metrics.jsonl column in `series` (label -> key) per iteration."""
+    metrics = run_dir / METRICS
+    if not metrics.exists():
+        return
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, key in series.items():
+        ax.plot([r["iteration"] for r in rows], [r[key] for r in rows], label=label)
+    ax.set(xlabel="meta-iteration", ylabel=ylabel)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(run_dir / "learning_curve.png", dpi=120)
+    plt.close(fig)
+
+
 def plot_metarl(run_dir: Path, returns: dict, record: list, tasks: torch.Tensor, env_name: str) -> None:
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.exists():
-        rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot([r["iteration"] for r in rows], [r["return_before"] for r in rows], label="before adaptation")
-        ax.plot([r["iteration"] for r in rows], [r["return_after"] for r in rows], label="after 1 step")
-        ax.set(xlabel="meta-iteration", ylabel="mean episode return")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(run_dir / "learning_curve.png", dpi=120)
-        plt.close(fig)
+    plot_training_curve(run_dir, {"before adaptation": "return_before", "after 1 step": "return_after"},
+                        "mean episode return")
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot([int(k) for k in returns], list(returns.values()), "o-")
     ax.set(xlabel="policy-gradient steps at test", ylabel="mean episode return", title=env_name)

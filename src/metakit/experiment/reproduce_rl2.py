@@ -21,6 +21,7 @@ from ..rl.classical import BANDIT_METHODS, MDP_METHODS, play_bandits, play_mdps
 from ..rl.classical.bandits import play_bandits_rewards
 from ..rl.rl2 import sample_trials
 from .config import load_config
+from .evaluate import mean_ci95
 from .metarl import load_metarl_run
 from .trainer import train
 
@@ -66,7 +67,7 @@ def reproduce_rl2(name: str, out: Path, budget: str, device: str, progress: bool
             generator = torch.Generator().manual_seed(config.eval.seed + 1)
             totals = (play_bandits(method, tasks, n, generator) if k is not None
                       else play_mdps(method, tasks, n, generator))
-            scores[method] = (totals.mean().item(), 1.96 * totals.std().item() / len(totals) ** 0.5)
+            scores[method] = mean_ci95(totals)
         paper = PAPER[name].get((n, k), {})
         for method in methods:
             ours, ci = scores.get(method, (None, None))

@@ -112,7 +112,7 @@ class RL2(nn.Module):
         self.adam = torch.optim.Adam(trained, lr=lr)
 
     def advantages(self, trials: Trials) -> torch.Tensor:
-        """GAE over each whole trial (the trial is the RL^2 episode), normalised over the batch."""
+        """GAE over each whole trial (the trial is the RL^2 episode): (raw, normalised over the batch)."""
         mask = torch.ones_like(trials.rewards)
         adv = gae(trials.rewards, trials.values, mask, self.gamma, self.gae_lambda)
         return adv, normalize(adv, mask, dims=(0, 1))

@@ -87,7 +87,7 @@ def psrl_q(exp, horizon, generator):
 def ucrl2_q(exp, horizon, generator, delta: float = 0.05):
     """UCRL2 (Jaksch et al. 2010) with empirical estimates, a sub-Gaussian reward bonus
     (unit reward noise) and the paper's L1 transition radius, planned over the episode."""
-    t, s, a = exp.reward_sums.shape
+    _, s, a = exp.reward_sums.shape
     n = exp.visits.clamp_min(1)
     log_term = math.log(2 * s * a * max(exp.steps, 1) / delta)
     p_hat = torch.where(exp.visits[..., None] > 0, exp.counts / n[..., None], torch.full_like(exp.counts, 1 / s))
