@@ -7,7 +7,7 @@ import torch
 from metakit.errors import MetakitError
 from metakit.rl.classical import BANDIT_METHODS, MDP_METHODS, gittins_table, play_bandits, play_mdps
 from metakit.rl.classical.bandits import sample_beta, ucb1
-from metakit.rl.classical.mdps import Experience, optimistic_transitions, plan
+from metakit.rl.classical.mdps import Experience, beb_q, greedy_q, optimistic_transitions, plan
 from metakit.rl.envs import TabularMDP
 
 
@@ -83,6 +83,14 @@ def test_psrl_learns_a_deterministic_mdp():
     rand = play_mdps("random", tasks, 30, torch.Generator().manual_seed(0), env=env)
     # the best episode earns -1 - 1 + 4 x 5 = 18 (540 over 30 episodes); random walks earn far less
     assert psrl.mean() > 400 and rand.mean() < 100, (psrl.mean(), rand.mean())
+
+
+def test_beb_adds_a_bonus_that_fades_with_visits():
+    exp = Experience(torch.zeros(1, 1, 2, 1, dtype=torch.float64), torch.zeros(1, 1, 2, dtype=torch.float64))
+    exp.counts[0, 0, 0, 0], exp.reward_sums[0, 0, 0] = 9, 9.0  # action 0: posterior mean (1 + 9) / 10 = 1
+    last_step = beb_q(exp, horizon=3, generator=None, beta=2.0)[0, -1, 0]  # immediate reward only
+    torch.testing.assert_close(last_step, torch.tensor([1 + 2 / 10, 1 + 2 / 1], dtype=torch.float64))
+    torch.testing.assert_close(beb_q(exp, 3, None, beta=0.0), greedy_q(exp, 3, None))
 
 
 def test_optimistic_transitions_move_mass_to_the_best_state_within_the_radius():

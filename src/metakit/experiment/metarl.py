@@ -71,7 +71,6 @@ class MetaRLAlgorithmConfig:
     minibatches: int = check(*positive, default=4)
     value_coef: float = check(*non_negative, default=0.5)
     entropy_coef: float = check(*non_negative, default=0.0)
-    normalize_value_loss: bool = True  # divide the value loss by the variance of the returns
 
 
 @dataclass
@@ -114,7 +113,7 @@ def build(config: MetaRLConfig):
                                f"CartPole), got {config.env.name}")
         policy = RecurrentPolicy(env.observation_size, env.action_size, config.policy.recurrent_size)
         return env, RL2(policy, a.optimizer, a.lr, a.gamma, a.gae_lambda, a.clip, a.epochs, a.minibatches,
-                        a.value_coef, a.entropy_coef, a.max_kl, normalize_value_loss=a.normalize_value_loss)
+                        a.value_coef, a.entropy_coef, a.max_kl)
     options = {} if env.discrete else {"init_std": config.policy.init_std}
     policy = policy_for(env, tuple(config.policy.hidden_sizes), **options)
     algo = MAMLTRPO(policy, a.fast_lr, a.inner_steps, a.first_order, a.gamma, a.gae_lambda, a.max_kl, a.cg_damping)

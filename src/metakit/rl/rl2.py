@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import MetakitError
 from .envs.base import TaskEnv
 from .optim import ppo_loss, trpo_step
-from .returns import gae, normalize
+from .returns import discounted_returns, gae, normalize
 
 
 class RecurrentPolicy(nn.Module):
@@ -36,6 +36,10 @@ class RecurrentPolicy(nn.Module):
         self.gru = nn.GRU(observation_size + actions + 2, hidden, batch_first=True)
         self.logits = nn.Linear(hidden, actions)
         self.value = nn.Linear(hidden, 1)
+        # The value head predicts returns in units of `return_scale` (set by RL2 from the returns
+        # it sees): trials of 100 steps have returns near 60, which Adam's small steps on a head
+        # over tanh-bounded features would take thousands of updates to reach
+        self.register_buffer("return_scale", torch.tensor(1.0))
 
     def inputs(self, obs, prev_action, prev_reward, prev_done) -> torch.Tensor:
         """[..., observation_size + actions + 2]; prev_action -1 means none yet (a zero one-hot)."""
@@ -45,7 +49,16 @@ class RecurrentPolicy(nn.Module):
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None):
         """inputs [B, L, in] -> (log-probabilities [B, L, A], values [B, L], hidden [1, B, H])."""
         features, hidden = self.gru(inputs, hidden)
-        return self.logits(features).log_softmax(-1), self.value(features).squeeze(-1), hidden
+        values = self.value(features).squeeze(-1) * self.return_scale
+        return self.logits(features).log_softmax(-1), values, hidden
+
+    @torch.no_grad()
+    def rescale_values(self, scale: float) -> None:
+        """Change `return_scale`, scaling the value head so that its predictions stay the same."""
+        ratio = self.return_scale / scale
+        self.value.weight.mul_(ratio)
+        self.value.bias.mul_(ratio)
+        self.return_scale.fill_(scale)
 
 
 @dataclass
@@ -95,33 +108,29 @@ def sample_trials(env: TaskEnv, policy: RecurrentPolicy, tasks: torch.Tensor, ep
 class RL2(nn.Module):
     def __init__(self, policy: RecurrentPolicy, optimizer: str = "ppo", lr: float = 2e-3, gamma: float = 0.99,
                  gae_lambda: float = 0.3, clip: float = 0.2, epochs: int = 4, minibatches: int = 4,
-                 value_coef: float = 0.5, entropy_coef: float = 0.0, max_kl: float = 0.01, max_grad_norm: float = 1.0,
-                 normalize_value_loss: bool = True):
+                 value_coef: float = 0.5, entropy_coef: float = 0.0, max_kl: float = 0.01, max_grad_norm: float = 1.0):
         super().__init__()
         if optimizer not in ("ppo", "trpo"):
             raise MetakitError(f"RL^2 optimizer must be 'ppo' or 'trpo', got {optimizer!r}")
         self.policy, self.optimizer_name = policy, optimizer
         self.gamma, self.gae_lambda, self.clip, self.epochs, self.minibatches = gamma, gae_lambda, clip, epochs, minibatches
         self.value_coef, self.entropy_coef, self.max_kl, self.max_grad_norm = value_coef, entropy_coef, max_kl, max_grad_norm
-        # Over 100-step trials the raw value loss's gradient on the shared GRU was measured at
-        # 140x the policy loss's, so clipping drowned the policy; dividing by the variance of
-        # the batch's returns makes the two comparable
-        self.normalize_value_loss, self._value_scale = normalize_value_loss, 1.0
         # PPO trains everything with Adam; with TRPO, Adam fits only the value head
         trained = policy.parameters() if optimizer == "ppo" else policy.value.parameters()
         self.adam = torch.optim.Adam(trained, lr=lr)
 
     def advantages(self, trials: Trials) -> torch.Tensor:
-        """GAE over each whole trial (the trial is the RL^2 episode): (raw, normalised over the batch)."""
+        """GAE over each whole trial (the trial is the RL^2 episode), normalised over the batch."""
         mask = torch.ones_like(trials.rewards)
-        adv = gae(trials.rewards, trials.values, mask, self.gamma, self.gae_lambda)
-        return adv, normalize(adv, mask, dims=(0, 1))
+        return normalize(gae(trials.rewards, trials.values, mask, self.gamma, self.gae_lambda), mask, dims=(0, 1))
 
     def step(self, env: TaskEnv, num_trials: int, episodes: int, generator: torch.Generator | None = None) -> dict:
         trials = sample_trials(env, self.policy, env.sample_tasks(num_trials, generator), episodes, generator)
-        raw_adv, adv = self.advantages(trials)
-        returns = raw_adv + trials.values  # the value head's regression target
-        self._value_scale = returns.var().clamp_min(1e-8).item() if self.normalize_value_loss else 1.0
+        adv = self.advantages(trials)
+        # The value head regresses on the discounted returns, as rllab's baselines did: targets
+        # bootstrapped with lambda 0.3 would carry a reward back only ~1.4 steps an iteration
+        returns = discounted_returns(trials.rewards, torch.ones_like(trials.rewards), self.gamma)
+        self.policy.rescale_values(returns.std().clamp_min(1e-3).item())
         info = self._ppo(trials, adv, returns, generator) if self.optimizer_name == "ppo" else \
             self._trpo(trials, adv, returns)
         return {"trial_return": trials.totals().mean().item(), **info}
@@ -130,7 +139,10 @@ class RL2(nn.Module):
         log_probs, values, _ = self.policy(trials.inputs[rows])
         taken = log_probs.gather(-1, trials.actions[rows, :, None]).squeeze(-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
-        return taken, (values - returns[rows]).pow(2).mean() / self._value_scale, entropy
+        # in units of the return scale, so the value and policy losses are of one size (raw,
+        # the value loss's gradient on the shared GRU was 140x the policy loss's at n = 100)
+        value_loss = ((values - returns[rows]) / self.policy.return_scale).pow(2).mean()
+        return taken, value_loss, entropy
 
     def _ppo(self, trials, adv, returns, generator) -> dict:
         batch = trials.actions.shape[0]
