@@ -102,3 +102,19 @@ def test_rl2_resumes_after_a_kill_to_the_same_weights_and_optimizer(tmp_path):
     whole, killed = whole_and_resumed_runs("rl2-bandits", small, 80, tmp_path)
     for a, b in zip(load_metarl_run(whole)[2].parameters(), load_metarl_run(killed)[2].parameters()):
         assert torch.equal(a, b)  # Adam's moments were restored too, or the steps after the resume differ
+
+
+def test_value_head_keeps_its_predictions_when_the_return_scale_changes_and_fits_long_trials():
+    env, policy, trials = _trials()
+    before = policy(trials.inputs)[1]
+    policy.rescale_values(37.0)
+    torch.testing.assert_close(policy(trials.inputs)[1], before)
+    assert policy.return_scale.item() == 37.0 and "return_scale" in policy.state_dict()  # checkpointed
+    # 100-step MDP trials have returns near 60: the value head must get there in a few iterations
+    torch.manual_seed(0)
+    env = envs.TabularMDP()
+    algo = RL2(RecurrentPolicy(env.observation_size, env.action_size, hidden=64), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    losses = [algo.step(env, 64, 10, generator)["value_loss"] for _ in range(14)]
+    # value_loss is in units of the returns' variance: 1 is a constant's, ~0.2 the best use of the time step
+    assert losses[0] > 0.8 and max(losses[-3:]) < 0.5, losses
