@@ -52,3 +52,22 @@ def test_reproduce_nav2d_smoke_writes_returns_after_steps(tmp_path):
     evaluated = subprocess.run(_cli("eval", str(tmp_path / "maml-trpo-nav2d"), "--json"), capture_output=True, text=True)
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["returns_after_steps"] == results["returns_after_steps"]
+
+
+@pytest.mark.parametrize("name", ["rl2-bandits", "rl2-mdp"])
+def test_reproduce_rl2_smoke_writes_the_paper_table_with_our_column(name, tmp_path):
+    result = subprocess.run(_cli("reproduce", name, "--budget", "smoke", "--out", str(tmp_path)),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    table = json.loads((tmp_path / "results.json").read_text())["table"]
+    methods = {row["method"] for row in table}
+    assert "rl2" in methods and ("gittins" in methods if name == "rl2-bandits" else {"psrl", "beb"} <= methods)
+    for row in table:
+        assert set(row) == {"n", "k", "method", "paper", "ours", "ci95"} and row["n"] == 10
+        assert (row["k"] is None) == (name == "rl2-mdp") and isinstance(row["ours"], float)
+    paper = {(row["k"], row["method"]): row["paper"] for row in table}
+    assert paper[(5, "rl2")] == 6.7 if name == "rl2-bandits" else paper[(None, "psrl")] == 138.1
+    header = next(line for line in result.stdout.splitlines() if line.startswith("n | k | rl2 | random"))
+    assert len(header.split(" | ")) == len(methods) + 2
+    if name == "rl2-bandits":
+        assert (tmp_path / "cumulative_reward.png").is_file()
