@@ -36,9 +36,9 @@ PAPER = {
 ROWS = {"rl2-bandits": [(n, k) for n in (10, 100, 500) for k in (5, 10, 50)],
         "rl2-mdp": [(n, None) for n in (10, 25, 50, 75, 100)]}
 # RL^2 training iterations per budget and row (n, k); other rows report the baselines only
-# ("baselines": no RL^2 at all). "full" takes about 1.5 hours on one core here for each command.
+# ("baselines": no RL^2 at all). "full" takes 1.5-2 hours on one core here for each command.
 TRAINING = {"rl2-bandits": {"full": {(10, 5): 500, (10, 10): 500, (10, 50): 500, (100, 5): 250, (100, 10): 250,
-                                     (500, 10): 150},
+                                     (100, 50): 250, (500, 10): 150},
                             "smoke": {(10, 5): 2, (10, 10): 2, (10, 50): 2}, "baselines": {}},
             "rl2-mdp": {"full": {(10, None): 500, (25, None): 120}, "smoke": {(10, None): 2}, "baselines": {}}}
 SMOKE = ["policy.recurrent_size=16", "train.meta_batch_size=8", "eval.num_tasks=20"]
