@@ -25,6 +25,10 @@ from metakit.rl.rl2 import sample_trials
 class RecordingMDP(TabularMDP):
     """Keeps each step's rewards, [T] per step, for the classical methods' play."""
 
+    def __init__(self):
+        super().__init__()
+        self.rewards: list[torch.Tensor] = []
+
     def _step(self, actions, generator):
         obs, reward, done = super()._step(actions, generator)
         self.rewards.append(reward[:, 0])
@@ -50,7 +54,6 @@ def main() -> None:
                             env.horizon)}
     for method in ("random", "greedy", "psrl"):
         recorder = RecordingMDP()
-        recorder.rewards = []
         play_mdps(method, tasks, n, torch.Generator().manual_seed(0), env=recorder)
         table[method] = by_step(torch.stack(recorder.rewards, 1), env.horizon)
     print(f"mean reward at each step of episodes 2..{n} ({args.tasks} MDPs), and the trial total")

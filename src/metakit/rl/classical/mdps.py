@@ -121,13 +121,14 @@ def play_mdps(method: str | Callable, tasks: torch.Tensor, episodes: int, genera
         method, epsilon = "greedy", epsilon or 0.1
     if not callable(method) and method not in MDP_METHODS:
         raise MetakitError(f"unknown MDP method {method!r}; expected one of {sorted(MDP_METHODS) + ['epsilon-greedy']}")
+    q_function = method if callable(method) else MDP_METHODS[method]
     env = env or TabularMDP()
     env.set_tasks(tasks)
     t, s, a = tasks.shape[0], env.states, env.action_size
     exp = Experience(torch.zeros(t, s, a, s, dtype=torch.float64), torch.zeros(t, s, a, dtype=torch.float64))
     total, rows = torch.zeros(t), torch.arange(t)
     for _ in range(episodes):
-        q = (method if callable(method) else MDP_METHODS[method])(exp, env.horizon, generator)
+        q = q_function(exp, env.horizon, generator)
         env.reset(1, generator)
         for h in range(env.horizon):
             state = env.state[:, 0]
