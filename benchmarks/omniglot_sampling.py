@@ -19,7 +19,7 @@ import torch
 
 from metakit.experiment import load_config
 from metakit.experiment.build import build_learner, build_model, build_task
-from metakit.experiment.trainer import outer_adam
+from metakit.experiment.supervised import outer_adam
 
 
 def timed(fn, device: str) -> float:

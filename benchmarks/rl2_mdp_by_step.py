@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from metakit.experiment.metarl import load_metarl_run
+import metakit
 from metakit.rl.classical.mdps import play_mdps
 from metakit.rl.envs import TabularMDP
-from metakit.rl.rl2 import sample_trials
+from metakit.rl.sampling import sample_trials
 
 
 class RecordingMDP(TabularMDP):
@@ -47,7 +47,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "rl2-mdp-by-step.json"))
     args = parser.parse_args()
-    config, env, algo = load_metarl_run(Path(args.run_dir))
+    algo = metakit.load(Path(args.run_dir))
+    config, env = algo.config, algo.env
     n = config.train.episodes
     tasks = env.sample_tasks(args.tasks, torch.Generator().manual_seed(config.eval.seed))
     table = {"rl2": by_step(sample_trials(env, algo.policy, tasks, n, torch.Generator().manual_seed(0)).rewards,

@@ -1,11 +1,8 @@
 """Lake et al.'s one-shot runs: the reader, the scorer, MHD and the CLI, on runs made here."""
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
-from test_omniglot import drawing
 
 from metakit import MetakitError
 from metakit.data.lake_runs import (
@@ -19,7 +16,7 @@ from metakit.data.lake_runs import (
 
 
 @pytest.fixture(scope="module")
-def runs_dir(tmp_path_factory):
+def runs_dir(tmp_path_factory, drawing):
     # 2 alphabets x 20 characters x 2 drawers; a character's drawers differ only slightly
     groups = {a: {f"character{c:02d}": [drawing(1000 * i + c), drawing(1000 * i + c)] for c in range(20)}
               for i, a in enumerate(["Alpha", "Beta"])}
@@ -59,14 +56,14 @@ def test_mhd_baseline_finds_identical_drawings(runs_dir):
     assert score_runs(read_runs(runs_dir), mhd_classifier)["mean_error"] == 0.0
 
 
-def test_cli_prints_each_run_and_the_mean(runs_dir):
-    out = subprocess.run([sys.executable, "-m", "metakit.cli", "omniglot-runs", "--runs", str(runs_dir),
-                          "--baseline", "mhd", "--json"], capture_output=True, text=True, check=True)
-    result = json.loads(out.stdout)
+def test_cli_prints_each_run_and_the_mean(runs_dir, cli):
+    code, out, _ = cli("omniglot-runs", "--runs", runs_dir, "--baseline", "mhd", "--json")
+    assert code == 0
+    result = json.loads(out)
     assert result == {"runs": [{"run": f"run0{i}", "error": 0.0} for i in (1, 2, 3)], "mean_error": 0.0}
 
 
-def test_reader_errors(tmp_path, runs_dir):
+def test_reader_errors(tmp_path, runs_dir, drawing):
     with pytest.raises(MetakitError, match="no run directories"):
         read_runs(tmp_path)
     broken = tmp_path / "run01"

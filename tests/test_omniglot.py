@@ -16,36 +16,13 @@ from metakit.data import omniglot
 from metakit.data.archives import download
 from metakit.tasks import FewShotClassification
 
-REAL = Path(os.environ.get("METAKIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "omniglot"
-
-
-def drawing(seed: int) -> bytes:
-    """A 105x105 binary PNG like Omniglot's: black strokes (0) on white (255)."""
-    g = torch.Generator().manual_seed(seed)
-    pixels = torch.full((105, 105), 255, dtype=torch.uint8)
-    for _ in range(3):
-        r, c = torch.randint(10, 85, (2,), generator=g).tolist()
-        pixels[r:r + 12, c:c + 12] = 0
-    out = io.BytesIO()
-    Image.fromarray(pixels.numpy()).convert("1").save(out, format="PNG")
-    return out.getvalue()
-
-
-def make_archive(path: Path, name: str, alphabets=(("Alpha", 3), ("Beta", 2)), drawings=4) -> Path:
-    with zipfile.ZipFile(path, "w") as z:
-        for alphabet, characters in alphabets:
-            for c in range(1, characters + 1):
-                for d in range(1, drawings + 1):
-                    z.writestr(f"{name}/{alphabet}/character{c:02d}/{c:04d}_{d:02d}.png", drawing(c * 100 + d))
-    return path
-
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("METAKIT_CACHE", str(tmp_path / "cache"))
 
 
-def test_synthetic_archive_decodes_to_ink_tensor(tmp_path):
+def test_synthetic_archive_decodes_to_ink_tensor(tmp_path, make_archive):
     make_archive(tmp_path / "images_background.zip", "images_background")
     data = omniglot.load_omniglot(["images_background"], root=tmp_path, image_size=20)
     assert data.images.shape == (5, 4, 20, 20) and data.images.dtype == torch.uint8
@@ -58,7 +35,7 @@ def test_synthetic_archive_decodes_to_ink_tensor(tmp_path):
     assert torch.equal(again.images, data.images)
 
 
-def test_extracted_folder_works_like_the_zip(tmp_path):
+def test_extracted_folder_works_like_the_zip(tmp_path, make_archive):
     zipped = make_archive(tmp_path / "images_evaluation.zip", "images_evaluation")
     from_zip = omniglot.load_omniglot(["images_evaluation"], root=tmp_path, cache=False)
     folder = tmp_path / "unzipped"
@@ -69,14 +46,14 @@ def test_extracted_folder_works_like_the_zip(tmp_path):
     assert from_zip.characters == from_folder.characters
 
 
-def test_checksum_mismatch_names_file_and_expected_hash(tmp_path):
+def test_checksum_mismatch_names_file_and_expected_hash(tmp_path, make_archive):
     fake = make_archive(tmp_path / "images_background_small1.zip", "images_background_small1")
     with pytest.raises(MetakitError, match=r"images_background_small1.zip is corrupt.*expected f38eb80f"):
         omniglot.load_omniglot(["images_background_small1"], root=tmp_path)
     assert fake.exists()
 
 
-def test_missing_and_truncated_archives(tmp_path):
+def test_missing_and_truncated_archives(tmp_path, make_archive):
     with pytest.raises(MetakitError, match=r"images_background.zip not found in .*METAKIT_DATA"):
         omniglot.load_omniglot(["images_background"], root=tmp_path)
     whole = make_archive(tmp_path / "whole.zip", "images_background").read_bytes()
@@ -87,7 +64,7 @@ def test_missing_and_truncated_archives(tmp_path):
         omniglot.load_omniglot(["images_background_small3"], root=tmp_path)
 
 
-def test_download_verifies_and_is_atomic(tmp_path, monkeypatch):
+def test_download_verifies_and_is_atomic(tmp_path, monkeypatch, make_archive):
     source = make_archive(tmp_path / "served.zip", "images_background_small1")
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     got = download(source.as_uri(), tmp_path / "out" / "a.zip", digest, progress=False)
@@ -103,9 +80,8 @@ def test_download_verifies_and_is_atomic(tmp_path, monkeypatch):
     assert len(data) == 5 and (tmp_path / "fresh" / "images_background_small1.zip").is_file()
 
 
-@pytest.mark.skipif(not (REAL / "images_background_small1.zip").exists(),
-                    reason=f"the official minimal Omniglot splits are not in {REAL} (set METAKIT_DATA)")
-def test_real_minimal_splits():
+def test_real_minimal_splits(real_omniglot):
+    REAL = real_omniglot
     small1 = omniglot.load_omniglot(["images_background_small1"], root=REAL, cache=False)
     small2 = omniglot.load_omniglot(["images_background_small2"], root=REAL, cache=False)
     assert small1.images.shape == (136, 20, 28, 28) and small2.images.shape == (156, 20, 28, 28)

@@ -1,14 +1,11 @@
 """Omniglot experiments: normalisation policies, config checks, Lake's runs scored by a
 trained run, `metakit reproduce omniglot-minimal`, and a short MAML run that learns."""
 import json
-import subprocess
-import sys
 import zipfile
 
 import pytest
 import torch
 import torch.nn.functional as F
-from test_omniglot import REAL
 from torch import nn
 from torch.func import functional_call
 
@@ -16,16 +13,6 @@ from metakit import MAML, MatchingNetwork, MetakitError, PrototypicalNetwork, Ta
 from metakit.data.lake_runs import make_runs
 from metakit.experiment import load_config, train
 from metakit.nets import Conv4
-
-needs_data = pytest.mark.skipif(not (REAL / "images_background_small1.zip").exists(),
-                                reason=f"the official minimal Omniglot splits are not in {REAL} (set METAKIT_DATA)")
-
-
-@pytest.fixture
-def real_data(monkeypatch, tmp_path):
-    monkeypatch.setenv("METAKIT_DATA", str(REAL.parent))
-    monkeypatch.setenv("METAKIT_CACHE", str(tmp_path / "cache"))
-
 
 def _episodes(tasks=2, ways=5, queries=3, size=28):
     support_x = torch.rand(tasks, ways, 1, size, size)
@@ -79,11 +66,12 @@ def test_predict_context_must_match_the_examples():
         maml.predict(fast, torch.rand(2, 6, 3), context=torch.rand(2, 4, 5))
 
 
-def test_config_combinations_that_do_not_go_together_are_named():
+def test_config_combinations_that_do_not_go_together_are_named(tmp_path):
     with pytest.raises(MetakitError, match="task 'sinusoid' needs model 'mlp'"):
         load_config("sinusoid", ["model.name=conv4"])
+    (tmp_path / "c.yaml").write_text("task: {name: sinusoid}\nmodel: {name: mlp}\nalgorithm: {name: protonet}\n")
     with pytest.raises(MetakitError, match="algorithm 'protonet' classifies; task 'sinusoid' is regression"):
-        load_config("sinusoid", ["algorithm.name=protonet"])
+        load_config(tmp_path / "c.yaml")
     with pytest.raises(MetakitError, match="'task.test_alphabets' must name at least one held-out alphabet"):
         load_config("omniglot-maml-5way", ["task.test_alphabets=[]"])
     with pytest.raises(MetakitError, match=r"'eval.ways' is \[5, 20\], but a maml model has a 5-way head"):
@@ -96,18 +84,17 @@ def test_config_combinations_that_do_not_go_together_are_named():
         load_config("omniglot-protonet", ["eval.normalisation=batch"])
 
 
-@needs_data
-def test_unknown_held_out_alphabet_is_named(real_data, tmp_path):
+def test_unknown_held_out_alphabet_is_named(real_omniglot, tmp_path):
     config = load_config("omniglot-protonet", ["task.test_alphabets=[Klingon]"])
     with pytest.raises(MetakitError, match=r"unknown alphabet\(s\) \['Klingon'\]"):
         train(config, tmp_path / "run", progress=False)
 
 
-def _held_out_runs(directory, alphabets=("Korean", "Balinese"), num_runs=3):
+def _held_out_runs(root, directory, alphabets=("Korean", "Balinese"), num_runs=3):
     """Lake-format runs from the held-out alphabets of the bundled configs."""
     groups = {}
     for name in ("images_background_small1", "images_background_small2"):
-        with zipfile.ZipFile(REAL / f"{name}.zip") as archive:
+        with zipfile.ZipFile(root / f"{name}.zip") as archive:
             for path in sorted(n for n in archive.namelist() if n.endswith(".png")):
                 _, alphabet, character, _ = path.split("/")
                 if alphabet in alphabets:
@@ -115,17 +102,12 @@ def _held_out_runs(directory, alphabets=("Korean", "Balinese"), num_runs=3):
     return make_runs(groups, directory, num_runs=num_runs, generator=torch.Generator().manual_seed(0))
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "metakit.cli", *args], capture_output=True, text=True)
-
-
-@needs_data
-def test_reproduce_omniglot_smoke_writes_accuracy_and_lake_error(real_data, tmp_path):
-    runs = _held_out_runs(tmp_path / "lake")
+def test_reproduce_omniglot_smoke_writes_accuracy_and_lake_error(real_omniglot, tmp_path, cli):
+    runs = _held_out_runs(real_omniglot, tmp_path / "lake")
     out = tmp_path / "repro"
-    done = _cli("reproduce", "omniglot-minimal", "--algo", "protonet", "--budget", "smoke",
-                "--out", str(out), "--runs", str(runs), "--json")
-    assert done.returncode == 0, done.stderr
+    code, _, err = cli("reproduce", "omniglot-minimal", "--algo", "protonet", "--budget", "smoke",
+                       "--out", out, "--runs", runs, "--json", "--quiet")
+    assert code == 0, err
     results = json.loads((out / "results.json").read_text())
     assert set(results["accuracy"]) == {"5way1shot", "20way1shot"} == set(results["ci95"])
     assert 20 < results["accuracy"]["5way1shot"] <= 100 and results["normalisation"] == ["transductive"]
@@ -133,15 +115,14 @@ def test_reproduce_omniglot_smoke_writes_accuracy_and_lake_error(real_data, tmp_
     rows = [json.loads(line) for line in (out / "omniglot-protonet" / "metrics.jsonl").read_text().splitlines()]
     assert all("val_accuracy" in row for row in rows)
     # the same checkpoint scored through `metakit omniglot-runs` gives the same error
-    scored = _cli("omniglot-runs", "--runs", str(runs), "--checkpoint", str(out / "omniglot-protonet"), "--json")
-    assert scored.returncode == 0, scored.stderr
-    assert json.loads(scored.stdout)["mean_error"] == results["lake_runs_mean_error"]
-    wrong = _cli("reproduce", "omniglot-minimal", "--algo", "mamal", "--budget", "smoke", "--out", str(tmp_path / "x"))
-    assert wrong.returncode == 2 and "--algo, one of ['fomaml', 'maml', 'matching', 'protonet', 'reptile']" in wrong.stderr
+    code, scored, err = cli("omniglot-runs", "--runs", runs, "--checkpoint", out / "omniglot-protonet", "--json")
+    assert code == 0, err
+    assert json.loads(scored)["mean_error"] == results["lake_runs_mean_error"]
+    code, _, err = cli("reproduce", "omniglot-minimal", "--algo", "mamal", "--budget", "smoke", "--out", tmp_path / "x")
+    assert code == 2 and "--algo, one of ['fomaml', 'maml', 'matching', 'protonet', 'reptile']" in err
 
 
-@needs_data
-def test_short_maml_run_beats_chance_on_held_out_alphabets_and_refuses_20way_runs(real_data, tmp_path):
+def test_short_maml_run_beats_chance_on_held_out_alphabets_and_refuses_20way_runs(real_omniglot, tmp_path, cli):
     config = load_config("omniglot-maml-5way", [
         "train.iterations=60", "train.meta_batch_size=16", "train.log_every=20", "train.validate_every=0",
         "eval.num_tasks=100", "eval.steps=[0,3]", "eval.normalisation=inductive"])
@@ -150,15 +131,15 @@ def test_short_maml_run_beats_chance_on_held_out_alphabets_and_refuses_20way_run
     # chance: 0.2; 60 iterations reach 0.49 on one thread and more on two (float sums differ)
     assert results["accuracy"]["5way1shot"] > 0.4, results
     assert results["accuracy_after_steps"]["5way1shot"]["0"] < 0.35  # the head knows nothing before adapting
-    runs = _held_out_runs(tmp_path / "lake", num_runs=1)
-    refused = _cli("omniglot-runs", "--runs", str(runs), "--checkpoint", str(tmp_path / "run"))
-    assert refused.returncode == 2 and "run01 is 20-way but this run's model has a 5-way head" in refused.stderr
+    runs = _held_out_runs(real_omniglot, tmp_path / "lake", num_runs=1)
+    code, _, err = cli("omniglot-runs", "--runs", runs, "--checkpoint", tmp_path / "run")
+    assert code == 2 and "run01 is 20-way but this run's model has a 5-way head" in err
     # the same run evaluated again with the other normalisation policy, beside its results
-    again = _cli("eval", str(tmp_path / "run"), "--set", "eval.normalisation=transductive", "--set", "eval.num_tasks=30",
-                 "--results", str(tmp_path / "transductive.json"))
-    assert again.returncode == 0, again.stderr
+    code, _, err = cli("eval", tmp_path / "run", "--set", "eval.normalisation=transductive", "--set", "eval.num_tasks=30",
+                       "--results", tmp_path / "transductive.json", "--quiet")
+    assert code == 0, err
     other = json.loads((tmp_path / "transductive.json").read_text())
     assert other["normalisation"] == "transductive" and other["eval_tasks"] == 30
     assert json.loads((tmp_path / "run" / "results.json").read_text())["normalisation"] == "inductive"
-    refused = _cli("eval", str(tmp_path / "run"), "--set", "train.iterations=5")
-    assert refused.returncode == 2 and "eval --set changes only eval.* settings" in refused.stderr
+    code, _, err = cli("eval", tmp_path / "run", "--set", "train.iterations=5")
+    assert code == 2 and "only eval.* settings can change after training" in err

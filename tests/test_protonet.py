@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-from test_omniglot import REAL
 from torch import nn
 
 import metakit
@@ -58,12 +57,10 @@ def test_labels_must_cover_every_class():
         net.logits(batch)
 
 
-@pytest.mark.skipif(not (REAL / "images_background_small1.zip").exists(),
-                    reason=f"the official minimal Omniglot splits are not in {REAL} (set METAKIT_DATA)")
 @pytest.mark.parametrize("learner", [PrototypicalNetwork, MatchingNetwork])
-def test_short_run_beats_chance_on_held_out_alphabets(learner):
+def test_short_run_beats_chance_on_held_out_alphabets(learner, real_omniglot):
     torch.manual_seed(0)
-    data = metakit.data.load_omniglot(root=REAL)
+    data = metakit.data.load_omniglot(root=real_omniglot)
     train, test = data.split_by_alphabet(["Korean", "Tagalog"])
     tasks = metakit.tasks.FewShotClassification(train.with_rotations(), ways=5, shots=1, queries=5)
     held_out = metakit.tasks.FewShotClassification(test, ways=5, shots=1, queries=5)

@@ -15,7 +15,7 @@ from metakit.rl.maml_trpo import MAMLTRPO
 from metakit.rl.optim import conjugate_gradient, flat, hessian_vector_product, trpo_step
 from metakit.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, policy_for
 from metakit.rl.returns import discounted_returns, gae, linear_feature_baseline
-from metakit.rl.rollout import rollout
+from metakit.rl.sampling import rollout
 
 
 def test_navigation_clips_actions_rewards_distance_and_ends_at_the_goal():
@@ -99,9 +99,10 @@ def test_cartpole_and_pendulum_match_gymnasium_with_the_task_parameters():
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("name", sorted(envs.gym.ENVIRONMENTS))
+@pytest.mark.parametrize("name", sorted(envs.ENVIRONMENTS))
 def test_every_registration_passes_gymnasiums_checker(name):
-    env = gymnasium.make(f"metakit/{name}-v0")
+    # "module:id" makes gymnasium import the module that registers the id
+    env = gymnasium.make(f"metakit.rl.envs.gym:metakit/{name}-v0")
     check_env(env.unwrapped)
     obs, info = env.reset(seed=3, options={"task": info_task(name)})
     assert env.observation_space.contains(obs)

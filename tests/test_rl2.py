@@ -4,11 +4,13 @@ import torch
 
 from metakit import MetakitError
 from metakit.experiment import load_config
-from metakit.experiment.metarl import load_metarl_run
+import metakit
+from metakit.experiment import build
 from metakit.rl import envs
 from metakit.rl.classical import play_bandits
-from metakit.rl.rl2 import RL2, RecurrentPolicy, sample_trials
-from test_experiment import whole_and_resumed_runs
+from metakit.rl.policies import RecurrentPolicy
+from metakit.rl.rl2 import RL2
+from metakit.rl.sampling import sample_trials
 
 
 def _trials(episodes=3, horizon=4, tasks=5, seed=0):
@@ -87,20 +89,18 @@ def test_rl2_errors_are_clear():
     with pytest.raises(MetakitError, match=r"needs a discrete-action environment, got Navigation2D"):
         sample_trials(envs.Navigation2D(), RecurrentPolicy(2, 2), torch.zeros(2, 2), 1)
     with pytest.raises(MetakitError, match=r"'algorithm.name' rl2 needs a discrete-action env .* got Navigation2D"):
-        from metakit.experiment.metarl import build
         build(load_config("rl2-bandits", ["env.name=Navigation2D", "env.arms=null"]))
     with pytest.raises(MetakitError, match=r"'env.arms' applies to BernoulliBandit, not to TabularMDP"):
-        from metakit.experiment.metarl import build
         build(load_config("rl2-mdp", ["env.arms=3"]))
     with pytest.raises(MetakitError, match=r"episodes of one length; CartPole ended"):
         env = envs.CartPole(horizon=200)
         sample_trials(env, RecurrentPolicy(4, 2), env.sample_tasks(64, torch.Generator().manual_seed(0)), 1)
 
 
-def test_rl2_resumes_after_a_kill_to_the_same_weights_and_optimizer(tmp_path):
+def test_rl2_resumes_after_a_kill_to_the_same_weights_and_optimizer(tmp_path, whole_and_resumed_runs):
     small = ["policy.recurrent_size=16", "train.meta_batch_size=16", "train.checkpoint_every=5", "eval.num_tasks=50"]
-    whole, killed = whole_and_resumed_runs("rl2-bandits", small, 80, tmp_path)
-    for a, b in zip(load_metarl_run(whole)[2].parameters(), load_metarl_run(killed)[2].parameters()):
+    whole, killed = whole_and_resumed_runs("rl2-bandits", small, 40, tmp_path)
+    for a, b in zip(metakit.load(whole).policy.parameters(), metakit.load(killed).policy.parameters()):
         assert torch.equal(a, b)  # Adam's moments were restored too, or the steps after the resume differ
 
 

@@ -1,10 +1,25 @@
 """metakit: meta-learning in PyTorch, a batch of tasks as one tensor computation."""
+from importlib.metadata import PackageNotFoundError, version
+
 from . import data, metric, nets, tasks
 from .batch import TaskBatch
 from .errors import MetakitError
 from .gradient import MAML, Reptile
 from .metric import MatchingNetwork, PrototypicalNetwork
 
-__version__ = "0.1.0"
+try:  # the version is defined once, in pyproject.toml
+    __version__ = version("metakit")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
 __all__ = ["TaskBatch", "MAML", "Reptile", "PrototypicalNetwork", "MatchingNetwork", "MetakitError",
-           "data", "metric", "nets", "tasks"]
+           "data", "load", "metric", "nets", "tasks"]
+
+
+def load(run_dir, device: str = "cpu"):
+    """The trained object of any run directory, on `device`, with its config as `.config`:
+    `.learner` for supervised runs (MAML, ProtoNet, ...), `.policy` and `.env` for meta-RL.
+    Checkpoints are read with torch.load(weights_only=True): loading runs no code."""
+    from .experiment.runner import load as load_run  # noqa: PLC0415 (keeps `import metakit` light)
+
+    return load_run(run_dir, device)

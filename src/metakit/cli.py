@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     from .experiment import config as cfg
-    from .experiment.reproduce import REPRODUCTIONS, format_table, reproduce
-    from .experiment.trainer import check_device, evaluate_run, train
+    from .experiment.reproduce import REPRODUCTIONS, RL2_ROWS, format_table, reproduce
+    from .experiment.runner import check_device, evaluate_run, train
 
     if args.command == "omniglot-runs":
         from .data.lake_runs import mhd_classifier, read_runs, score_runs
@@ -84,7 +84,7 @@ def _run(args) -> int:
         return 0
     if args.command == "list":
         print("configs:       ", " ".join(cfg.bundled_configs()))
-        print("reproductions: ", " ".join(sorted(REPRODUCTIONS)))
+        print("reproductions: ", " ".join(sorted([*REPRODUCTIONS, *RL2_ROWS])))
         return 0
     progress = not (args.quiet or args.json)
     if args.data:

@@ -1,4 +1,5 @@
-from .config import ExperimentConfig, load_config
-from .trainer import TrainingDiverged, train
+"""Experiments: configs, the algorithm registry, and the one runner every family uses."""
+from .config import load_config
+from .runner import TrainingDiverged, build, evaluate_run, load, train
 
-__all__ = ["ExperimentConfig", "load_config", "train", "TrainingDiverged"]
+__all__ = ["TrainingDiverged", "build", "evaluate_run", "load", "load_config", "train"]

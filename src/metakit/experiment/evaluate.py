@@ -9,7 +9,6 @@ import torch
 from ..batch import TaskBatch
 from ..metric import PrototypicalNetwork
 from .build import build_task, is_classification
-from .config import GRADIENT_ALGORITHMS, ExperimentConfig
 
 
 def mean_ci95(values: torch.Tensor) -> tuple[float | None, float | None]:
@@ -22,20 +21,21 @@ def mean_ci95(values: torch.Tensor) -> tuple[float | None, float | None]:
     return values.mean().item(), half
 
 
-def evaluate(learner, config: ExperimentConfig, device: str = "cpu") -> dict:
+def evaluate(learner, config, device: str = "cpu", fixed_head: bool = True) -> dict:
+    """fixed_head: the learner's model has a task.ways-way head (False: metric learners)."""
     if is_classification(config):
-        return evaluate_classification(learner, config, device)
+        return evaluate_classification(learner, config, device, fixed_head)
     return evaluate_regression(learner, config, device)
 
 
-def evaluate_regression(learner, config: ExperimentConfig, device: str = "cpu", chunk_tasks: int = 100) -> dict:
+def evaluate_regression(learner, config, device: str = "cpu", chunk_tasks: int = 100) -> dict:
     """Query loss after each of `config.eval.steps` inner steps, on eval.num_tasks fresh tasks
     with eval.support_shots support points (the same tasks for every step count)."""
     ev = config.eval
     task = build_task(config, ev.support_shots, ev.query_shots)
     batch = task.sample(ev.num_tasks, torch.Generator().manual_seed(ev.seed)).to(device)
-    saved_lr = learner.inner_lr
-    learner.inner_lr = saved_lr if ev.inner_lr is None else ev.inner_lr
+    saved_lr, eval_lr = learner.inner_lr, getattr(ev, "inner_lr", None)
+    learner.inner_lr = saved_lr if eval_lr is None else eval_lr
     was_training = learner.training
     learner.eval()
     per_step = {}
@@ -44,8 +44,8 @@ def evaluate_regression(learner, config: ExperimentConfig, device: str = "cpu", 
             losses = []
             for start in range(0, ev.num_tasks, chunk_tasks):
                 chunk = batch[start:start + chunk_tasks]
-                fast = learner.adapt(chunk.support_x, chunk.support_y, steps=steps)
-                with torch.no_grad():
+                with torch.no_grad():  # the inner steps still run (torch.func.grad); no outer graph
+                    fast = learner.adapt(chunk.support_x, chunk.support_y, steps=steps)
                     losses.append(learner.query_losses(fast, chunk).detach().cpu())
             per_step[str(steps)] = torch.cat(losses)
     finally:
@@ -59,13 +59,15 @@ def evaluate_regression(learner, config: ExperimentConfig, device: str = "cpu", 
                                    for k, v in per_step.items()},  # a NaN task counts as +inf
             "diverged_tasks": {k: int((~torch.isfinite(v)).sum()) for k, v in per_step.items()},
             "eval_tasks": ev.num_tasks, "eval_support_shots": ev.support_shots,
-            "eval_inner_lr": learner.inner_lr if ev.inner_lr is None else ev.inner_lr}
+            "eval_inner_lr": learner.inner_lr if eval_lr is None else eval_lr}
 
 
-def eval_ways(config: ExperimentConfig) -> list[int]:
+def eval_ways(config, fixed_head: bool = True) -> list[int]:
+    """N of the N-way test episodes: eval.ways, else task.ways for a model with a fixed head
+    and 5 and 20 for an embedding (metric learners)."""
     if config.eval.ways is not None:
         return config.eval.ways
-    return [config.task.ways] if config.algorithm.name in GRADIENT_ALGORITHMS else [5, 20]
+    return [config.task.ways] if fixed_head else [5, 20]
 
 
 @torch.no_grad()
@@ -79,17 +81,17 @@ def class_scores(learner, batch: TaskBatch, steps: int, inductive: bool) -> torc
     alone (no statistics of other queries), False with all queries together (transductive)."""
     if isinstance(learner, PrototypicalNetwork):
         return _no_grad_scores(learner, batch, inductive)
-    fast = {k: v.detach() for k, v in learner.adapt(batch.support_x, batch.support_y, steps=steps).items()}
-    with torch.no_grad():
+    with torch.no_grad():  # the inner steps still run (torch.func.grad); no outer graph
+        fast = learner.adapt(batch.support_x, batch.support_y, steps=steps)
         return learner.predict(fast, batch.query_x, context=batch.support_x if inductive else None)
 
 
-def accuracy_after_steps(learner, config: ExperimentConfig, split: str, ways: int, num_tasks: int,
+def accuracy_after_steps(learner, config, split: str, ways: int, num_tasks: int,
                          device: str = "cpu", steps: list[int] | None = None) -> dict[str, torch.Tensor]:
     """Per-task query accuracy [num_tasks] after each number of inner steps (metric learners:
     one entry, "0"), on seeded `ways`-way episodes of `split`."""
     ev = config.eval
-    steps = ev.steps if steps is None else steps
+    steps = getattr(ev, "steps", [0]) if steps is None else steps
     if isinstance(learner, PrototypicalNetwork):
         steps = [0]
     task = build_task(config, ev.support_shots, ev.query_shots, split=split, ways=ways)
@@ -101,7 +103,7 @@ def accuracy_after_steps(learner, config: ExperimentConfig, split: str, ways: in
     images = queries * (ways * ev.support_shots + 1) if inductive else queries + ways * ev.support_shots
     chunk = max(1, 4000 // images)
     saved_lr, was_training = getattr(learner, "inner_lr", None), learner.training
-    if ev.inner_lr is not None and saved_lr is not None:
+    if getattr(ev, "inner_lr", None) is not None and saved_lr is not None:
         learner.inner_lr = ev.inner_lr
     learner.eval()
     try:
@@ -120,12 +122,12 @@ def accuracy_after_steps(learner, config: ExperimentConfig, split: str, ways: in
     return per_step
 
 
-def evaluate_classification(learner, config: ExperimentConfig, device: str = "cpu") -> dict:
+def evaluate_classification(learner, config, device: str = "cpu", fixed_head: bool = True) -> dict:
     """Accuracy on held-out (test) alphabets for each N of eval_ways(config): the entry for the
     most inner steps in eval.steps is `accuracy`, every step count is in `accuracy_after_steps`."""
     ev = config.eval
     results = {"accuracy": {}, "ci95": {}, "accuracy_after_steps": {}}
-    for ways in eval_ways(config):
+    for ways in eval_ways(config, fixed_head):
         key = f"{ways}way{ev.support_shots}shot"
         per_step = accuracy_after_steps(learner, config, "test", ways, ev.num_tasks, device)
         stats = {k: mean_ci95(v) for k, v in per_step.items()}

@@ -10,15 +10,14 @@ from ..data.lake_runs import Run, load_ink, read_runs, score_runs
 from ..data.omniglot import resize_ink
 from ..errors import MetakitError
 from .build import is_classification
-from .config import GRADIENT_ALGORITHMS
 from .evaluate import class_scores
-from .trainer import load_run
+from .runner import load
 
 
-def learner_classifier(config, learner, device: str = "cpu"):
+def learner_classifier(config, learner, device: str = "cpu", fixed_head: bool = True):
     """classify(run) for score_runs: each test item goes to the training image of the class the
     learner scores highest, with the run's own normalisation policy and test-time inner steps."""
-    steps, inductive = max(config.eval.steps), config.eval.normalisation == "inductive"
+    steps, inductive = max(getattr(config.eval, "steps", [0])), config.eval.normalisation == "inductive"
 
     def images(paths: list[Path]) -> torch.Tensor:  # [1, N, 1, H, W] floats in [0, 1], like episodes
         ink = torch.stack([load_ink(p) for p in paths])
@@ -26,7 +25,7 @@ def learner_classifier(config, learner, device: str = "cpu"):
 
     def classify(run: Run) -> list[int]:
         ways = len(run.training)
-        if config.algorithm.name in GRADIENT_ALGORITHMS and ways != config.task.ways:
+        if fixed_head and ways != config.task.ways:
             raise MetakitError(f"{run.name} is {ways}-way but this run's model has a {config.task.ways}-way "
                                f"head; use a run trained with task.ways: {ways}")
         support_y = torch.arange(ways, device=device)[None]
@@ -44,9 +43,10 @@ def learner_classifier(config, learner, device: str = "cpu"):
 
 
 def score_checkpoint(runs_dir: str | Path, run_dir: str | Path, device: str = "cpu") -> dict:
-    config, learner = load_run(Path(run_dir), device)
-    if not is_classification(config):
-        raise MetakitError(f"{run_dir} is a {config.task.name} run; Lake's runs need an Omniglot classifier")
-    results = score_runs(read_runs(runs_dir), learner_classifier(config, learner, device))
+    algo = load(Path(run_dir), device)
+    config = algo.config
+    if not hasattr(config, "task") or not is_classification(config):
+        raise MetakitError(f"{run_dir} is not an Omniglot run; Lake's runs need an Omniglot classifier")
+    results = score_runs(read_runs(runs_dir), learner_classifier(config, algo.learner, device, algo.fixed_head))
     results["checkpoint"] = str(run_dir)
     return results

@@ -11,7 +11,7 @@ from ..files import save_json
 from .config import load_config
 from .reproduce_rl2 import ROWS as RL2_ROWS
 from .reproduce_rl2 import format_rl2_table, reproduce_rl2
-from .trainer import train
+from .runner import train
 
 # Finn et al. 2017 as quoted in the issue: 5-shot sinusoid query MSE after 1 / 5 / 10 steps
 SINUSOID_PAPER = {"maml": {"1": 0.67, "5": 0.38, "10": 0.35},

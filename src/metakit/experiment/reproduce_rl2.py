@@ -8,10 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import torch
 
 from ..errors import MetakitError
@@ -19,11 +15,10 @@ from ..files import save_json
 from ..rl import envs
 from ..rl.classical import BANDIT_METHODS, MDP_METHODS, play_bandits, play_mdps
 from ..rl.classical.bandits import play_bandits_rewards
-from ..rl.rl2 import sample_trials
+from ..rl.sampling import sample_trials
 from .config import load_config
 from .evaluate import mean_ci95
-from .metarl import load_metarl_run
-from .trainer import train
+from .runner import load, train
 
 # As quoted in the issue: RL^2 and the best classical method (Gittins for bandits, PSRL for MDPs)
 PAPER = {
@@ -103,9 +98,12 @@ def plot_cumulative(name: str, out: Path, runs: dict, rows) -> None:
     if name != "rl2-bandits" or not runs:
         return
     label = next(iter(runs))
-    config, env, algo = load_metarl_run(out / label)
+    from .plots import figure, save  # noqa: PLC0415 (matplotlib only when plotting)
+
+    algo = load(out / label)
+    config, env = algo.config, algo.env
     n, tasks = config.train.episodes, env.sample_tasks(500, torch.Generator().manual_seed(config.eval.seed))
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = figure(figsize=(6, 4))
     rl2 = sample_trials(env, algo.policy, tasks, n, torch.Generator().manual_seed(0)).rewards.mean(0).cumsum(0)
     ax.plot(range(1, n + 1), rl2, label="RL^2", linewidth=2)
     for method in BANDIT_METHODS:
@@ -115,6 +113,4 @@ def plot_cumulative(name: str, out: Path, runs: dict, rows) -> None:
            title=f"{config.env.arms}-armed Bernoulli bandits, {n} pulls")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "cumulative_reward.png", dpi=120)
-    plt.close(fig)
+    save(fig, out / "cumulative_reward.png")

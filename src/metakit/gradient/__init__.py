@@ -1,4 +1,4 @@
-from .functional import exact_norms
+from ..engine import exact_norms
 from .maml import MAML
 from .reptile import Reptile
 

@@ -11,7 +11,7 @@ from torch.utils._pytree import tree_leaves
 
 from ..batch import check_pair, with_each_query
 from ..errors import MetakitError
-from .functional import Params, call, run_over_tasks
+from ..engine import Params, call, may_call_norms, run_over_tasks
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -63,6 +63,7 @@ class TaskLearner(nn.Module):
         self.inner_steps = inner_steps
         self.chunk_size = chunk_size
         self.adapt_names = select_params(model, adapt_params)
+        self.exact_norms = may_call_norms(model)  # the engine's norm fix, where it can matter
 
     # -- pure per-task functions (run under vmap or in a loop) --------------------------------
     def _loss(self, params: Params, buffers: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -101,10 +102,10 @@ class TaskLearner(nn.Module):
         buffers = dict(self.model.named_buffers())
         num_tasks = tree_leaves(per_task)[0].shape[0]
         if not (self.model.training and buffers):
-            return run_over_tasks(lambda *a: fn(buffers, *a), shared, per_task, self.chunk_size)
+            return run_over_tasks(lambda *a: fn(buffers, *a), shared, per_task, self.chunk_size, self.exact_norms)
         copies = {k: b.unsqueeze(0).expand(num_tasks, *b.shape).clone() for k, b in buffers.items()}
         out, copies = run_over_tasks(
-            lambda *a: (fn(a[-1], *a[:-1]), a[-1]), shared, per_task + (copies,), self.chunk_size)
+            lambda *a: (fn(a[-1], *a[:-1]), a[-1]), shared, per_task + (copies,), self.chunk_size, self.exact_norms)
         if keep_buffers:
             with torch.no_grad():
                 for name, live in buffers.items():

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..batch import TaskBatch
 from ..errors import MetakitError
-from .functional import Params
+from ..engine import Params
 from .learner import LossFn, TaskLearner
 
 

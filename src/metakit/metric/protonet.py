@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import vmap
 
 from ..batch import TaskBatch, with_each_query
+from ..engine import may_call_norms, run_over_tasks
 from ..errors import MetakitError
 
 
@@ -25,7 +25,7 @@ class PrototypicalNetwork(nn.Module):
         statistics of one episode (the papers' transductive setting), never of other tasks."""
         if any(True for _ in self.encoder.buffers()):  # running stats update in place: a loop
             return torch.stack([self.encoder(task) for task in x]).flatten(2)
-        return vmap(self.encoder)(x).flatten(2)
+        return run_over_tasks(self.encoder, (), (x,), exact=may_call_norms(self.encoder)).flatten(2)
 
     def check_labels(self, batch: TaskBatch) -> int:
         """The number of classes; labels must be 0..ways-1, each present in every support set."""

@@ -3,6 +3,6 @@ optimisers, and the meta-RL algorithms built on them."""
 from . import envs
 from .maml_trpo import MAMLTRPO
 from .policies import CategoricalMLPPolicy, GaussianMLPPolicy, policy_for
-from .rollout import Trajectories, rollout
+from .sampling import Trajectories, rollout
 
 __all__ = ["MAMLTRPO", "CategoricalMLPPolicy", "GaussianMLPPolicy", "Trajectories", "envs", "policy_for", "rollout"]

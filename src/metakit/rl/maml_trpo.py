@@ -1,6 +1,6 @@
 """MAML for reinforcement learning with a TRPO outer step (Finn et al. 2017, Algorithm 3).
 
-    for each task i (all at once, vmapped):
+    for each task i (all at once, mapped over tasks by the engine):
         D_i  = episodes of pi_theta;   phi_i = theta - alpha grad L_PG(theta; D_i)
         D'_i = episodes of pi_phi_i
     theta <- TRPO step on mean_i surrogate(phi_i(theta); D'_i), KL(pi_phi_i_old || pi_phi_i(theta))
@@ -11,15 +11,20 @@ feature baseline fitted per task on the same episodes, normalised per task.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad
+
+from ..engine import may_call_norms, run_over_tasks
 
 from ..errors import MetakitError
+from ..gradient.learner import check_lr
 from .envs.base import TaskEnv
 from .optim import fisher_vector_product, policy_gradient_loss, trpo_step
 from .returns import discounted_returns, gae, linear_feature_baseline, normalize
-from .rollout import Trajectories, rollout
+from .sampling import Trajectories, rollout
 
 
 def advantages(trajectories: Trajectories, gamma: float, gae_lambda: float) -> torch.Tensor:
@@ -30,15 +35,23 @@ def advantages(trajectories: Trajectories, gamma: float, gae_lambda: float) -> t
 
 class MAMLTRPO(nn.Module):
     def __init__(self, policy: nn.Module, fast_lr: float = 0.1, inner_steps: int = 1, first_order: bool = False,
-                 gamma: float = 0.99, gae_lambda: float = 1.0, max_kl: float = 0.01, cg_damping: float = 1e-5):
+                 gamma: float = 0.99, gae_lambda: float = 1.0, max_kl: float = 0.01, cg_damping: float = 1e-5,
+                 chunk_size: int | None = None):
         super().__init__()
-        if fast_lr < 0 or not isinstance(inner_steps, int) or inner_steps < 0:
-            raise MetakitError(f"need fast_lr >= 0 and an integer inner_steps >= 0, got {fast_lr!r}, {inner_steps!r}")
-        self.policy = policy
+        fast_lr = check_lr("fast_lr", fast_lr)
+        if not isinstance(inner_steps, int) or inner_steps < 0:
+            raise MetakitError(f"inner_steps must be an integer >= 0, got {inner_steps!r}")
+        for name, value, ok, expected in (("gamma", gamma, lambda v: 0 < v <= 1, "in (0, 1]"),
+                                          ("gae_lambda", gae_lambda, lambda v: 0 <= v <= 1, "in [0, 1]"),
+                                          ("max_kl", max_kl, lambda v: 0 < v < math.inf, "finite and > 0")):
+            if not isinstance(value, (int, float)) or not ok(value):  # NaN fails every comparison
+                raise MetakitError(f"{name} must be {expected}, got {value!r}")
+        check_lr("cg_damping", cg_damping)
+        self.policy, self.chunk_size, self.exact_norms = policy, chunk_size, may_call_norms(policy)
         self.fast_lr, self.inner_steps, self.first_order = fast_lr, inner_steps, first_order
         self.gamma, self.gae_lambda, self.max_kl, self.cg_damping = gamma, gae_lambda, max_kl, cg_damping
 
-    # -- per task, under vmap ----------------------------------------------------------------
+    # -- per task, under the engine's vmap ---------------------------------------------------
     def _outputs(self, params, observations):
         return functional_call(self.policy, params, (observations,))
 
@@ -59,10 +72,12 @@ class MAMLTRPO(nn.Module):
             return {k: p[k] - lr * (g[k].detach() if first_order else g[k]) for k in p}
 
         data = (trajectories.observations, trajectories.actions, adv, trajectories.mask)
-        return vmap(one_task, in_dims=(None if shared else 0, 0, 0, 0, 0))(params, *data)
+        if shared:
+            return run_over_tasks(one_task, (params,), data, self.chunk_size, self.exact_norms)
+        return run_over_tasks(one_task, (), (params, *data), self.chunk_size, self.exact_norms)
 
     def _fast_outputs(self, fast, observations):
-        return vmap(self._outputs)(fast, observations)
+        return run_over_tasks(self._outputs, (), (fast, observations), self.chunk_size, self.exact_norms)
 
     # -- one meta-iteration ------------------------------------------------------------------
     def sample(self, env: TaskEnv, num_tasks: int, episodes: int, generator=None) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import MetakitError
@@ -105,3 +106,66 @@ def policy_for(env, hidden=(100, 100), **kwargs) -> nn.Module:
     if env.discrete:
         return CategoricalMLPPolicy(env.observation_size, env.action_size, hidden)
     return GaussianMLPPolicy(env.observation_size, env.action_size, hidden, **kwargs)
+
+
+class RecurrentCore(nn.Module):
+    """The memory of a trial: a GRU over (observation, previous action, previous reward,
+    whether the previous step ended an episode). Its state runs across the episodes of a
+    trial. RL^2's policy reads its features; so can a task encoder (Meta-Critic).
+
+    discrete=True: the previous action is an index (one-hot encoded; -1 means none yet);
+    False: a vector of `actions` numbers (zeros for none)."""
+
+    def __init__(self, observation_size: int, actions: int, hidden: int = 256, discrete: bool = True):
+        super().__init__()
+        if hidden < 1 or actions < 1 or observation_size < 1:
+            raise MetakitError(f"RecurrentCore needs observation_size, actions and hidden >= 1, got "
+                               f"{observation_size!r}, {actions!r}, {hidden!r}")
+        self.actions, self.discrete, self.hidden_size = actions, discrete, hidden
+        self.input_size = observation_size + actions + 2
+        self.gru = nn.GRU(self.input_size, hidden, batch_first=True)
+
+    def inputs(self, obs, prev_action, prev_reward, prev_done) -> torch.Tensor:
+        """[..., observation_size + actions + 2], what the GRU reads at one step."""
+        if self.discrete:
+            prev_action = F.one_hot(prev_action.clamp_min(0), self.actions).float() * (prev_action >= 0)[..., None]
+        return torch.cat([obs, prev_action.float(), prev_reward[..., None], prev_done[..., None].float()], -1)
+
+    def forward(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None):
+        """inputs [B, L, input_size] -> (features [B, L, hidden], state [1, B, hidden])."""
+        return self.gru(inputs, hidden)
+
+
+class RecurrentPolicy(nn.Module):
+    """RL^2's policy: a RecurrentCore with a categorical head and a value head."""
+
+    def __init__(self, observation_size: int, actions: int, hidden: int = 256):
+        super().__init__()
+        if hidden < 1 or actions < 2:
+            raise MetakitError(f"RecurrentPolicy needs hidden >= 1 and actions >= 2, got {hidden!r}, {actions!r}")
+        self.actions = actions
+        self.core = RecurrentCore(observation_size, actions, hidden)
+        self.logits = nn.Linear(hidden, actions)
+        self.value = nn.Linear(hidden, 1)
+        # The value head predicts returns in units of `return_scale` (set by RL2 from the returns
+        # it sees): trials of 100 steps have returns near 60, which Adam's small steps on a head
+        # over tanh-bounded features would take thousands of updates to reach
+        self.register_buffer("return_scale", torch.tensor(1.0))
+
+    def inputs(self, obs, prev_action, prev_reward, prev_done) -> torch.Tensor:
+        """[..., observation_size + actions + 2]; prev_action -1 means none yet (a zero one-hot)."""
+        return self.core.inputs(obs, prev_action, prev_reward, prev_done)
+
+    def forward(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None):
+        """inputs [B, L, in] -> (log-probabilities [B, L, A], values [B, L], hidden [1, B, H])."""
+        features, hidden = self.core(inputs, hidden)
+        values = self.value(features).squeeze(-1) * self.return_scale
+        return self.logits(features).log_softmax(-1), values, hidden
+
+    @torch.no_grad()
+    def rescale_values(self, scale: float) -> None:
+        """Change `return_scale`, scaling the value head so that its predictions stay the same."""
+        ratio = self.return_scale / scale
+        self.value.weight.mul_(ratio)
+        self.value.bias.mul_(ratio)
+        self.return_scale.fill_(scale)

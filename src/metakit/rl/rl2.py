@@ -12,100 +12,20 @@ from zero at the next trial. The "slow" RL algorithm maximises the total reward 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import MetakitError
 from .envs.base import TaskEnv
 from .optim import ppo_loss, trpo_step
+from .policies import RecurrentPolicy
 from .returns import discounted_returns, gae, normalize
-
-
-class RecurrentPolicy(nn.Module):
-    """GRU over (observation, previous action one-hot, previous reward, previous done), with a
-    categorical head and a value head."""
-
-    def __init__(self, observation_size: int, actions: int, hidden: int = 256):
-        super().__init__()
-        if hidden < 1 or actions < 2:
-            raise MetakitError(f"RecurrentPolicy needs hidden >= 1 and actions >= 2, got {hidden!r}, {actions!r}")
-        self.actions = actions
-        self.gru = nn.GRU(observation_size + actions + 2, hidden, batch_first=True)
-        self.logits = nn.Linear(hidden, actions)
-        self.value = nn.Linear(hidden, 1)
-        # The value head predicts returns in units of `return_scale` (set by RL2 from the returns
-        # it sees): trials of 100 steps have returns near 60, which Adam's small steps on a head
-        # over tanh-bounded features would take thousands of updates to reach
-        self.register_buffer("return_scale", torch.tensor(1.0))
-
-    def inputs(self, obs, prev_action, prev_reward, prev_done) -> torch.Tensor:
-        """[..., observation_size + actions + 2]; prev_action -1 means none yet (a zero one-hot)."""
-        one_hot = F.one_hot(prev_action.clamp_min(0), self.actions).float() * (prev_action >= 0)[..., None]
-        return torch.cat([obs, one_hot, prev_reward[..., None], prev_done[..., None].float()], -1)
-
-    def forward(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None):
-        """inputs [B, L, in] -> (log-probabilities [B, L, A], values [B, L], hidden [1, B, H])."""
-        features, hidden = self.gru(inputs, hidden)
-        values = self.value(features).squeeze(-1) * self.return_scale
-        return self.logits(features).log_softmax(-1), values, hidden
-
-    @torch.no_grad()
-    def rescale_values(self, scale: float) -> None:
-        """Change `return_scale`, scaling the value head so that its predictions stay the same."""
-        ratio = self.return_scale / scale
-        self.value.weight.mul_(ratio)
-        self.value.bias.mul_(ratio)
-        self.return_scale.fill_(scale)
-
-
-@dataclass
-class Trials:
-    inputs: torch.Tensor  # [B, L, in]: what the GRU read at each step
-    actions: torch.Tensor  # [B, L]
-    rewards: torch.Tensor  # [B, L]
-    log_probs: torch.Tensor  # [B, L] of the sampling policy
-    values: torch.Tensor  # [B, L]
-
-    def totals(self) -> torch.Tensor:
-        """Total reward of each trial: [B]."""
-        return self.rewards.sum(-1)
-
-
-@torch.no_grad()
-def sample_trials(env: TaskEnv, policy: RecurrentPolicy, tasks: torch.Tensor, episodes: int,
-                  generator: torch.Generator | None = None) -> Trials:
-    """One trial of `episodes` episodes for each task, the GRU state carried across them."""
-    if not env.discrete:
-        raise MetakitError(f"RL^2 here needs a discrete-action environment, got {type(env).__name__}")
-    env.set_tasks(tasks)
-    batch = tasks.shape[0]
-    hidden, prev_action = None, torch.full((batch,), -1)
-    prev_reward, prev_done = torch.zeros(batch), torch.zeros(batch, dtype=torch.bool)
-    record = {k: [] for k in ("inputs", "actions", "rewards", "log_probs", "values")}
-    for _ in range(episodes):
-        obs = env.reset(1, generator)[:, 0]
-        for _ in range(env.horizon):
-            x = policy.inputs(obs, prev_action, prev_reward, prev_done)[:, None]
-            log_probs, value, hidden = policy(x, hidden)
-            action = torch.multinomial(log_probs[:, 0].exp(), 1, generator=generator)[:, 0]
-            obs, reward, done = env.step(action[:, None], generator)
-            obs, reward, done = obs[:, 0], reward[:, 0], done[:, 0]
-            for key, item in zip(record, (x[:, 0], action, reward, log_probs[:, 0].gather(-1, action[:, None])[:, 0],
-                                          value[:, 0])):
-                record[key].append(item)
-            prev_action, prev_reward, prev_done = action, reward, done
-            if done.any():
-                if not done.all():
-                    raise MetakitError(f"RL^2 here needs episodes of one length; {type(env).__name__} ended "
-                                       f"{int(done.sum())} of {batch} episodes early")
-                break
-    return Trials(*(torch.stack(record[k], dim=1) for k in record))
+from .sampling import Trials, sample_trials
 
 
 class RL2(nn.Module):
+    """The slow learner of RL^2 around a RecurrentPolicy: `step` samples trials and updates it."""
+
     def __init__(self, policy: RecurrentPolicy, optimizer: str = "ppo", lr: float = 2e-3, gamma: float = 0.99,
                  gae_lambda: float = 0.3, clip: float = 0.2, epochs: int = 4, minibatches: int = 4,
                  value_coef: float = 0.5, entropy_coef: float = 0.0, max_kl: float = 0.01, max_grad_norm: float = 1.0):

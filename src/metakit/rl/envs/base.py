@@ -14,6 +14,12 @@ import torch
 from ...errors import MetakitError
 
 
+def check_horizon(horizon) -> int:
+    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
+        raise MetakitError(f"horizon must be an integer >= 1, got {horizon!r}")
+    return horizon
+
+
 class TaskEnv:
     observation_size: int
     action_size: int  # continuous: dimensions; discrete: number of actions

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from .base import TaskEnv
+from .base import TaskEnv, check_horizon
 
 
 class CartPole(TaskEnv):
@@ -23,7 +23,7 @@ class CartPole(TaskEnv):
 
     def __init__(self, length_range: tuple[float, float] = (0.5, 5.0), horizon: int = 200):
         super().__init__()
-        self.length_range, self.horizon = length_range, horizon
+        self.length_range, self.horizon = length_range, check_horizon(horizon)
 
     def sample_tasks(self, num_tasks, generator=None):
         low, high = self.length_range
@@ -56,7 +56,7 @@ class Pendulum(TaskEnv):
 
     def __init__(self, mass_range=(0.5, 1.5), length_range=(0.5, 1.5), horizon: int = 200):
         super().__init__()
-        self.mass_range, self.length_range, self.horizon = mass_range, length_range, horizon
+        self.mass_range, self.length_range, self.horizon = mass_range, length_range, check_horizon(horizon)
 
     def sample_tasks(self, num_tasks, generator=None):
         u = torch.rand(num_tasks, 2, generator=generator)

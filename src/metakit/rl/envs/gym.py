@@ -8,16 +8,11 @@ import numpy as np
 import torch
 
 from ...errors import MetakitError
-from .bandit import BernoulliBandit
+from . import ENVIRONMENTS
 from .base import TaskEnv
-from .classic import CartPole, Pendulum
+from .classic import Pendulum
 from .locomotion import AntDir, AntVel, HalfCheetahDir, HalfCheetahVel
 from .navigation import Navigation2D
-from .tabular import TabularMDP
-
-ENVIRONMENTS = {"Navigation2D": Navigation2D, "BernoulliBandit": BernoulliBandit,
-                "TabularMDP": TabularMDP, "CartPole": CartPole, "Pendulum": Pendulum,
-                "HalfCheetahVel": HalfCheetahVel, "HalfCheetahDir": HalfCheetahDir, "AntVel": AntVel, "AntDir": AntDir}
 ACTION_BOUND = {Navigation2D: 1.0, Pendulum: 2.0, HalfCheetahVel: 1.0, HalfCheetahDir: 1.0, AntVel: 1.0, AntDir: 1.0}  # continuous actions are clipped to this
 
 
@@ -58,7 +53,12 @@ class GymTaskEnv(gymnasium.Env):
 
 
 def register_all() -> None:
+    """Register every environment as metakit/<Name>-v0. Gymnasium calls this itself through
+    the `gymnasium.envs` entry point in pyproject.toml, at its first import."""
     for name, cls in ENVIRONMENTS.items():
         env_id = f"metakit/{name}-v0"
         if env_id not in gymnasium.registry:
             gymnasium.register(env_id, entry_point=lambda cls=cls, **kwargs: GymTaskEnv(cls(**kwargs)))
+
+
+register_all()  # importing this module registers; gymnasium.make("metakit.rl.envs.gym:metakit/Navigation2D-v0") does it too

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ...errors import MetakitError
-from .base import TaskEnv
+from .base import TaskEnv, check_horizon
 
 MODELS = {"HalfCheetah": ("HalfCheetah-v5", 17, 6), "Ant": ("Ant-v5", 105, 8)}
 
@@ -31,7 +31,7 @@ class Locomotion(TaskEnv):
         if robot not in MODELS or goal not in ("velocity", "direction"):
             raise MetakitError(f"robot must be one of {sorted(MODELS)} and goal 'velocity' or 'direction', "
                                f"got {robot!r}, {goal!r}")
-        self.robot, self.goal, self.horizon = robot, goal, horizon
+        self.robot, self.goal, self.horizon = robot, goal, check_horizon(horizon)
         self.env_id, self.observation_size, self.action_size = MODELS[robot]
         self.max_velocity = 2.0 if robot == "HalfCheetah" else 3.0
         self._vector, self._size = None, 0

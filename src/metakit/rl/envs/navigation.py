@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import TaskEnv
+from .base import TaskEnv, check_horizon
 
 
 class Navigation2D(TaskEnv):
@@ -19,7 +19,7 @@ class Navigation2D(TaskEnv):
 
     def __init__(self, horizon: int = 100, goal_range: float = 0.5, max_move: float = 0.1):
         super().__init__()
-        self.horizon, self.goal_range, self.max_move = horizon, goal_range, max_move
+        self.horizon, self.goal_range, self.max_move = check_horizon(horizon), goal_range, max_move
 
     def sample_tasks(self, num_tasks, generator=None):
         return (torch.rand(num_tasks, 2, generator=generator) * 2 - 1) * self.goal_range  # goals [T, 2]

@@ -1,0 +1,101 @@
+"""MAML-TRPO (metakit.rl.MAMLTRPO) as an experiment: Gaussian or categorical MLP policy,
+returns after 0..k policy-gradient steps on new tasks, the paper's figures."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..rl import MAMLTRPO, policy_for
+from .config import check, non_negative, positive, sizes
+from .metarl import MetaRLAlgorithm, MetaRLConfig
+
+
+@dataclass
+class MLPPolicyConfig:
+    hidden_sizes: list[int] = check(*sizes, default_factory=lambda: [100, 100])
+    init_std: float = check(*positive, default=1.0)  # Gaussian policies
+
+
+@dataclass
+class MAMLTRPOSection:
+    name: str = "maml-trpo"
+    fast_lr: float = check(*non_negative, default=0.1)
+    inner_steps: int = check(*non_negative, default=1)
+    first_order: bool = False
+    gamma: float = check(lambda v: 0 < v <= 1, "in (0, 1]", default=0.99)
+    gae_lambda: float = check(lambda v: 0 <= v <= 1, "in [0, 1]", default=1.0)
+    max_kl: float = check(*positive, default=0.01)
+    cg_damping: float = check(*non_negative, default=1e-5)
+
+
+@dataclass
+class MAMLTRPOEvalConfig:
+    num_tasks: int = check(*positive, default=40)
+    episodes: int = check(*positive, default=20)
+    step_sizes: list[float] = check(lambda v: all(s >= 0 for s in v), "step sizes >= 0",
+                                    default_factory=lambda: [0.1, 0.05, 0.05])  # one per test step
+    seed: int = 1234
+
+
+@dataclass
+class MAMLTRPOConfig(MetaRLConfig):
+    policy: MLPPolicyConfig = field(default_factory=MLPPolicyConfig)
+    algorithm: MAMLTRPOSection = field(default_factory=MAMLTRPOSection)
+    eval: MAMLTRPOEvalConfig = field(default_factory=MAMLTRPOEvalConfig)
+
+
+class MAMLTRPOExperiment(MetaRLAlgorithm):
+    Config = MAMLTRPOConfig
+    curve = {"return_before": "before adaptation", "return_after": "after 1 step"}
+    curve_ylabel = "mean episode return"
+
+    def __init__(self, config: MAMLTRPOConfig, device: str = "cpu"):
+        super().__init__(config, device)
+        options = {} if self.env.discrete else {"init_std": config.policy.init_std}
+        self.policy = policy_for(self.env, tuple(config.policy.hidden_sizes), **options)
+        a = config.algorithm
+        self.algo = MAMLTRPO(self.policy, a.fast_lr, a.inner_steps, a.first_order, a.gamma, a.gae_lambda,
+                             a.max_kl, a.cg_damping)
+        self._record: list = []
+
+    def step(self, generator):
+        return self.algo.step(self.env, self.config.train.meta_batch_size, self.config.train.episodes, generator)
+
+    def state_dict(self):
+        return {"algorithm": self.algo.state_dict()}
+
+    def load_state_dict(self, state):
+        self.algo.load_state_dict(state["algorithm"])
+
+    def evaluate(self):
+        ev = self.config.eval
+        self._tasks, self._record = self.eval_tasks(), []
+        returns = self.algo.evaluate(self.env, self._tasks, len(ev.step_sizes), ev.step_sizes, ev.episodes,
+                                     torch.Generator().manual_seed(ev.seed + 1), record=self._record)
+        return {"env": self.config.env.name, "returns_after_steps": returns, "eval_tasks": ev.num_tasks,
+                "eval_episodes": ev.episodes, "eval_step_sizes": ev.step_sizes}
+
+    def plots(self, run_dir: Path) -> None:
+        from .plots import figure, save  # noqa: PLC0415 (matplotlib only when plotting)
+
+        if not self._record:
+            self.evaluate()
+        returns = {k: t.episode_returns().mean().item() for k, t in enumerate(self._record)}
+        fig, ax = figure(figsize=(5, 4))
+        ax.plot(list(returns), list(returns.values()), "o-")
+        ax.set(xlabel="policy-gradient steps at test", ylabel="mean episode return", title=self.config.env.name)
+        ax.grid(alpha=0.3)
+        save(fig, Path(run_dir) / "returns_vs_steps.png")
+        if self.config.env.name == "Navigation2D":  # the paper's figure: one task, before and after
+            fig, ax = figure(figsize=(5, 5))
+            for k, trajectories in enumerate(self._record):
+                length = int(trajectories.mask[0, 0].sum())
+                path = torch.cat([torch.zeros(1, 2), trajectories.observations[0, 0, 1:length]])
+                ax.plot(path[:, 0], path[:, 1], "-",
+                        label="pre-update" if k == 0 else f"{k} step{'s' if k > 1 else ''}")
+            ax.plot(*self._tasks[0].tolist(), "r*", markersize=14, label="goal")
+            ax.set(xlim=(-0.6, 0.6), ylim=(-0.6, 0.6), aspect="equal", title="2D navigation: one test task")
+            ax.legend(fontsize=8)
+            save(fig, Path(run_dir) / "trajectories.png")

@@ -1,0 +1,36 @@
+"""Algorithm names -> the classes that train them (each declares its own config schema).
+
+Adding a family: write its module (an `Algorithm` subclass with a `Config` dataclass) and add
+one line here. The runner, the CLI and the other families never change. Modules are imported
+only when their algorithm is used, so `metakit --help` stays fast.
+"""
+from __future__ import annotations
+
+import importlib
+
+from ..errors import MetakitError
+
+ALGORITHMS: dict[str, str] = {
+    "maml": "metakit.experiment.gradient:MAMLExperiment",
+    "fomaml": "metakit.experiment.gradient:MAMLExperiment",
+    "metasgd": "metakit.experiment.gradient:MAMLExperiment",
+    "anil": "metakit.experiment.gradient:MAMLExperiment",
+    "pretrain": "metakit.experiment.gradient:MAMLExperiment",
+    "reptile": "metakit.experiment.gradient:ReptileExperiment",
+    "protonet": "metakit.experiment.metric:MetricExperiment",
+    "matching": "metakit.experiment.metric:MetricExperiment",
+    "maml-trpo": "metakit.experiment.maml_trpo:MAMLTRPOExperiment",
+    "rl2": "metakit.experiment.rl2:RL2Experiment",
+}
+
+
+def algorithm_names() -> list[str]:
+    return sorted(ALGORITHMS)
+
+
+def algorithm_class(name: str):
+    """The Algorithm subclass registered as `name`."""
+    if name not in ALGORITHMS:
+        raise MetakitError(f"config key 'algorithm.name' must be one of {algorithm_names()}, got {name!r}")
+    module, attribute = ALGORITHMS[name].split(":")
+    return getattr(importlib.import_module(module), attribute)

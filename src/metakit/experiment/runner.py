@@ -1,0 +1,134 @@
+"""The one training loop of every family: sample, step, log, checkpoint, evaluate, plot.
+
+A run directory holds config.yaml (resolved), metrics.jsonl, checkpoint.pt (atomic),
+results.json and PNG plots. `resume=True` continues from checkpoint.pt and, on the CPU, ends
+with the same weights as an uninterrupted run: the algorithm's state (optimiser included),
+the task generator and the partial metrics window are all saved.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import MetakitError
+from ..files import save_json
+from .checkpoint import CHECKPOINT, METRICS, load_checkpoint, open_run_dir, read_run_config, save_checkpoint
+from .protocol import Algorithm
+from .registry import algorithm_class
+
+
+class TrainingDiverged(MetakitError):
+    """A training metric became NaN or infinite; the last good checkpoint is kept."""
+
+
+def check_device(device: str) -> str:
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise MetakitError(f"device must be 'cpu' or 'cuda' (or 'cuda:N'), got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MetakitError(f"device {device!r} requested but torch.cuda.is_available() is False "
+                           "(a CPU-only torch build or no GPU); use --device cpu")
+    return device
+
+
+def build(config, device: str = "cpu") -> Algorithm:
+    """The untrained algorithm of a config (from metakit.experiment.load_config)."""
+    return algorithm_class(config.algorithm.name)(config, check_device(device))
+
+
+def load(run_dir: str | Path, device: str = "cpu", overrides: list[str] = ()) -> Algorithm:
+    """The trained algorithm of a run directory, on `device`, with its config as `.config`:
+    `.learner` for supervised runs (MAML, ProtoNet, ...), `.policy` and `.env` for meta-RL.
+    `overrides` (`eval.key=value`) change evaluation settings only."""
+    for item in overrides:
+        if not item.strip().startswith("eval."):
+            raise MetakitError(f"only eval.* settings can change after training (the model is trained), got {item!r}")
+    run_dir = Path(run_dir)
+    algo = build(read_run_config(run_dir, overrides), device)
+    algo.load_state_dict(load_checkpoint(run_dir / CHECKPOINT, device)["algorithm"])
+    return algo
+
+
+def train(config, run_dir: str | Path, resume: bool = False, device: str = "cpu", progress: bool = True) -> dict:
+    """Train `config` into run_dir, evaluate, plot; returns results.json's content."""
+    run_dir = Path(run_dir)
+    checkpoint_path = run_dir / CHECKPOINT
+    algo = build(config, device)
+    state = open_run_dir(config, run_dir, resume)
+    generator = torch.Generator().manual_seed(config.seed)  # tasks are drawn on the CPU: same on every device
+    start, window, seconds = 0, [], 0.0
+    if state is not None:
+        algo.load_state_dict(state["algorithm"])
+        generator.set_state(state["generator"])
+        start, window, seconds = state["iteration"], state["window"], state["seconds"]
+
+    tc = config.train
+    bar = tqdm(range(start, tc.iterations), initial=start, total=tc.iterations, disable=not progress,
+               desc=config.name, dynamic_ncols=True)
+    began = time.perf_counter() - seconds
+    with (run_dir / METRICS).open("a") as metrics_file:
+        for iteration in bar:
+            metrics = algo.step(generator)
+            done = iteration + 1
+            _check_finite(metrics, done, checkpoint_path)
+            window.append(metrics)
+            if done % tc.log_every == 0 or done == tc.iterations:
+                seconds = time.perf_counter() - began
+                row = {"iteration": done, **_mean(window), **algo.extra_metrics(done), "seconds": round(seconds, 3)}
+                metrics_file.write(json.dumps(row) + "\n")
+                metrics_file.flush()
+                bar.set_postfix({k: f"{row[k]:.4g}" for k in algo.curve if k in row})
+                window = []
+            if done % tc.checkpoint_every == 0 or done == tc.iterations:
+                seconds = time.perf_counter() - began
+                save_checkpoint({"algorithm": algo.state_dict(), "generator": generator.get_state(),
+                                 "iteration": done, "window": window, "seconds": seconds}, checkpoint_path)
+    bar.close()
+    return finish(algo, run_dir, seconds)
+
+
+def _check_finite(metrics: dict, iteration: int, checkpoint_path: Path) -> None:
+    for key, value in metrics.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            kept = (f"The last good checkpoint ({checkpoint_path}) is kept" if checkpoint_path.exists()
+                    else "No checkpoint had been written yet")
+            raise TrainingDiverged(f"{key.replace('_', '-')} became {value} at iteration {iteration}; stopped. "
+                                   f"{kept}. Lower the learning rates (e.g. train.outer_lr or algorithm.inner_lr)")
+
+
+def _mean(window: list[dict]) -> dict:
+    """Each metric's mean over the iterations since the last row (the value itself for one)."""
+    if len(window) == 1:
+        return dict(window[0])
+    return {key: sum(row[key] for row in window) / len(window) for key in window[0]}
+
+
+def finish(algo: Algorithm, run_dir: Path, train_seconds: float | None = None,
+           results_path: Path | None = None) -> dict:
+    """Evaluate a trained algorithm; write results.json (or results_path), the learning curve
+    and the algorithm's own plots."""
+    config = algo.config
+    results = {"name": config.name, "algorithm": config.algorithm.name, "iterations": config.train.iterations,
+               **algo.evaluate()}
+    if train_seconds is not None:
+        results["train_seconds"] = round(train_seconds, 1)
+    results["device"] = algo.device
+    save_json(results, results_path or run_dir / "results.json")
+    from .plots import plot_learning_curve  # noqa: PLC0415 (matplotlib only when plotting)
+    if (run_dir / METRICS).exists() and algo.curve:
+        plot_learning_curve(run_dir / METRICS, run_dir / "learning_curve.png", algo.curve, algo.curve_ylabel,
+                            algo.curve_log_scale)
+    algo.plots(run_dir)
+    return results
+
+
+def evaluate_run(run_dir: str | Path, device: str = "cpu", overrides: list[str] = (),
+                 out: Path | None = None) -> dict:
+    """Evaluate a finished (or interrupted) run directory again, with `eval.*` overrides;
+    results go to `out`, by default the run's results.json."""
+    run_dir = Path(run_dir)
+    return finish(load(run_dir, device, overrides), run_dir, results_path=out)
