@@ -17,9 +17,7 @@ from pathlib import Path
 
 import torch
 
-from metakit.experiment import load_config
-from metakit.experiment.build import build_learner, build_model, build_task
-from metakit.experiment.supervised import outer_adam
+from metakit.experiment import build, load_config
 
 
 def timed(fn, device: str) -> float:
@@ -40,9 +38,8 @@ def main() -> None:
     rows = []
     for name in ("omniglot-maml-5way", "omniglot-maml-20way"):
         config = load_config(name)
-        task = build_task(config)
-        learner = build_learner(config, build_model(config)).to(args.device)
-        optimizer = outer_adam(learner, config.train.outer_lr)
+        algo = build(config, args.device)
+        task, learner, optimizer = algo.task, algo.learner, algo.optimizer
         generator = torch.Generator().manual_seed(0)
         size = config.train.meta_batch_size
         batch = task.sample(size, generator).to(args.device)

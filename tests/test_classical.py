@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from metakit.errors import MetakitError
-from metakit.rl.classical import BANDIT_METHODS, MDP_METHODS, gittins_table, play_bandits, play_mdps
+from metakit.rl.classical import BANDIT_METHODS, MDP_METHODS, gittins_index, gittins_tables, play_bandits, play_mdps
 from metakit.rl.classical.bandits import sample_beta, ucb1
 from metakit.rl.classical.mdps import Experience, beb_q, greedy_q, optimistic_transitions, plan
 from metakit.rl.envs import TabularMDP
@@ -38,16 +38,27 @@ def test_ucb1_pulls_untried_arms_then_follows_its_index():
 
 
 def test_gittins_dynamic_programme_matches_a_hand_computation():
-    table = gittins_table(2, grid=1000)
+    tables = gittins_tables(2, grid=1000)
     # one pull left: the index is the posterior mean (s + 1) / (s + f + 2)
-    assert table[1, 0].item() == pytest.approx(2 / 3, abs=1e-6)
-    assert table[0, 1].item() == pytest.approx(1 / 3, abs=1e-6)
+    assert tables[1][1, 0].item() == pytest.approx(2 / 3, abs=1e-6)
+    assert tables[1][0, 1].item() == pytest.approx(1 / 3, abs=1e-6)
     # two pulls left from Beta(1, 1): pulling earns 1/2 (1 + max(2/3, lam)) + 1/2 max(1/3, lam)
     # against 2 lam for retiring; they are equal at lam = 5/9
-    assert table[0, 0].item() == pytest.approx(5 / 9, abs=1e-6)
+    assert tables[2][0, 0].item() == pytest.approx(5 / 9, abs=1e-6)
     # the index exceeds the posterior mean when pulls remain (the value of information)
-    long = gittins_table(20)
-    assert long[0, 0] > 0.5 + 0.05 and long[2, 1] > 3 / 5
+    assert gittins_index(0, 0, 20) > 0.5 + 0.05 and gittins_index(2, 1, 17) > 3 / 5
+
+
+def test_gittins_indexes_by_the_pulls_left_in_the_trial_not_by_each_arms_count():
+    """Pull 9 of 10 (t = 8, two pulls left): an untried arm against one with 5 successes and
+    3 failures. By hand, with two pulls left the untried arm's index is 5/9 (above) and the
+    other's, Beta(6, 4), solves 2 lam = 0.6 (1 + 7/11) + 0.4 lam: lam = 0.6 * 18/11 / 1.6 =
+    0.6136. Indexing each arm by n - s - f pulls left (the bug) gave the untried arm the
+    10-pull index 0.70 and chose it."""
+    assert gittins_index(0, 0, 2) == pytest.approx(5 / 9, abs=1e-3)
+    assert gittins_index(5, 3, 2) == pytest.approx(0.6 * 18 / 11 / 1.6, abs=1e-3)
+    s, f = torch.tensor([[0.0, 5.0]]), torch.tensor([[0.0, 3.0]])
+    assert BANDIT_METHODS["gittins"](s, f, 8, 10, torch.Generator().manual_seed(0)).item() == 1
 
 
 def test_beta_sampler_has_the_beta_mean_and_variance():

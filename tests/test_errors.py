@@ -51,3 +51,51 @@ def test_not_a_task_batch():
 def test_bad_sinusoid_arguments():
     with pytest.raises(MetakitError, match="support_shots must be an integer >= 1, got 0"):
         metakit.tasks.Sinusoid(support_shots=0)
+
+
+def test_float_images_are_used_as_they_are_not_divided_by_255_again():
+    images = torch.rand(6, 4, 8, 8)  # floats in [0, 1]
+    batch = metakit.tasks.FewShotClassification(images, ways=2, shots=1, queries=1).sample(3)
+    assert batch.support_x.max() > 0.5  # divided by 255, every pixel would be below 0.004
+    pixels = {round(v, 6) for v in images.flatten().tolist()}
+    assert all(round(v, 6) in pixels for v in batch.query_x.flatten()[:50].tolist())
+    with pytest.raises(MetakitError, match=r"float images must lie in \[0, 1\].*got values in \[0.0[0-9]*, 254"):
+        metakit.tasks.FewShotClassification(images * 255, ways=2)
+    with pytest.raises(MetakitError, match="images must be uint8 .* got torch.int64"):
+        metakit.tasks.FewShotClassification(images.long(), ways=2)
+
+
+def test_metric_learners_check_their_scale_and_query_labels():
+    for scale in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(MetakitError, match="scale .* must be a finite number > 0"):
+            metakit.MatchingNetwork(torch.nn.Identity(), scale=scale)
+    net = metakit.PrototypicalNetwork(torch.nn.Identity())
+    x = torch.rand(1, 2, 3)
+    with pytest.raises(MetakitError, match=r"query labels must be among the support labels 0..1, got values in \[0, 2\]"):
+        net.loss(TaskBatch(x, torch.tensor([[0, 1]]), x, torch.tensor([[0, 2]])))
+    with pytest.raises(MetakitError, match="integer query labels"):
+        net.loss(TaskBatch(x, torch.tensor([[0, 1]]), x, torch.tensor([[0.0, 1.0]])))
+
+
+def test_meta_rl_entry_points_check_their_arguments():
+    from metakit.rl import MAMLTRPO, envs
+    from metakit.rl.classical import play_bandits
+    from metakit.rl.policies import RecurrentPolicy
+    from metakit.rl.rl2 import RL2
+
+    policy = metakit.rl.policies.GaussianMLPPolicy(2, 2)
+    for key, value, expected in (("gamma", 1.5, r"in \(0, 1\]"), ("gamma", 0.0, r"in \(0, 1\]"),
+                                 ("gae_lambda", -0.1, r"in \[0, 1\]"), ("max_kl", 0.0, "finite and > 0"),
+                                 ("max_kl", float("nan"), "finite and > 0")):
+        with pytest.raises(MetakitError, match=f"{key} must be {expected}"):
+            MAMLTRPO(policy, **{key: value})
+    with pytest.raises(MetakitError, match="fast_lr must be a finite number >= 0, got nan"):
+        MAMLTRPO(policy, fast_lr=float("nan"))
+    for key in ("epochs", "minibatches"):
+        with pytest.raises(MetakitError, match=rf"RL\^2 {key} must be an integer >= 1, got 0"):
+            RL2(RecurrentPolicy(1, 2, hidden=4), **{key: 0})
+    for env in (envs.Navigation2D, envs.TabularMDP, envs.CartPole, envs.Pendulum):
+        with pytest.raises(MetakitError, match="horizon must be an integer >= 1, got 0"):
+            env(horizon=0)
+    with pytest.raises(MetakitError, match="pulls must be an integer >= 1, got 0"):
+        play_bandits("ucb1", torch.rand(3, 2), 0)

@@ -1,5 +1,8 @@
 """Configs, the trainer, resume after a kill, divergence, the CLI."""
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -93,3 +96,52 @@ def test_a_diverged_task_gives_a_null_mean_not_invalid_json():
     assert mean_ci95(torch.tensor([1.0, float("inf"), 2.0])) == (None, None)
     mean, ci = mean_ci95(torch.tensor([1.0, 2.0, 3.0]))
     assert mean == 2.0 and abs(ci - 1.96 / 3 ** 0.5) < 1e-9
+
+
+def test_lazy_imports_and_plots_that_leave_the_matplotlib_backend_alone(tmp_path):
+    """`metakit --help` and the tensor environments import neither gymnasium nor matplotlib;
+    a training run's plots do not switch a notebook's backend (matplotlib.use("Agg") did)."""
+    script = f"""
+import sys, matplotlib
+import metakit.cli, metakit.rl.envs
+try:
+    metakit.cli.main(["--help"])
+except SystemExit:
+    pass
+print("imported:", sorted(m for m in ("gymnasium", "matplotlib.pyplot") if m in sys.modules))
+metakit.cli.main(["train", "sinusoid", "--out", {str(tmp_path / "run")!r}, "--quiet", "--set", "train.iterations=2",
+                  "--set", "train.log_every=1", "--set", "eval.num_tasks=5", "--set", "eval.steps=[0,1]"])
+print("backend:", matplotlib.get_backend())
+"""
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "imported: []" in done.stdout and "backend: svg" in done.stdout
+    assert (tmp_path / "run" / "learning_curve.png").is_file() and (tmp_path / "run" / "adaptation.png").is_file()
+
+
+def test_list_names_every_reproduction(cli):
+    code, out, _ = cli("list")
+    assert code == 0
+    reproductions = out.split("reproductions:")[1].split()
+    assert {"sinusoid", "omniglot-minimal", "maml-trpo-nav2d", "rl2-bandits", "rl2-mdp"} <= set(reproductions)
+    assert "sinusoid-reptile" in out.split("reproductions:")[0]
+
+
+def test_evaluation_adapts_without_building_a_meta_gradient_graph(monkeypatch):
+    """Test-time adaptation needs inner gradients only: the fast weights evaluation sees carry
+    no graph back to the meta-parameters (they used to hold second-order graphs never used)."""
+    from metakit.experiment.evaluate import evaluate_regression
+
+    algo = metakit.experiment.build(load_config("sinusoid", ["eval.num_tasks=4", "eval.steps=[0,2]"]))
+    seen, adapt = [], algo.learner.adapt
+
+    def recording_adapt(*args, **kwargs):
+        fast = adapt(*args, **kwargs)
+        seen.append(all(v.grad_fn is None for v in fast.values()))
+        return fast
+
+    monkeypatch.setattr(algo.learner, "adapt", recording_adapt)
+    results = evaluate_regression(algo.learner, algo.config)
+    assert seen == [True, True] and results["mse_after_steps"]["2"] < results["mse_after_steps"]["0"] * 10
+    assert torch.isfinite(torch.tensor(results["mse_after_steps"]["2"]))

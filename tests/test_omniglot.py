@@ -35,6 +35,17 @@ def test_synthetic_archive_decodes_to_ink_tensor(tmp_path, make_archive):
     assert torch.equal(again.images, data.images)
 
 
+def test_a_damaged_cache_is_rebuilt_with_a_warning(tmp_path, make_archive):
+    make_archive(tmp_path / "images_background.zip", "images_background")
+    data = omniglot.load_omniglot(["images_background"], root=tmp_path, image_size=20)
+    (cached,) = (tmp_path / "cache").glob("omniglot-images_background-*-20px.pt")
+    cached.write_bytes(b"not a torch file")
+    with pytest.warns(UserWarning, match=r"Omniglot cache .* is unreadable .*decoding the archive again"):
+        again = omniglot.load_omniglot(["images_background"], root=tmp_path, image_size=20)
+    assert torch.equal(again.images, data.images)
+    assert torch.load(cached, weights_only=True)["images"].shape == data.images.shape  # rewritten
+
+
 def test_extracted_folder_works_like_the_zip(tmp_path, make_archive):
     zipped = make_archive(tmp_path / "images_evaluation.zip", "images_evaluation")
     from_zip = omniglot.load_omniglot(["images_evaluation"], root=tmp_path, cache=False)
@@ -54,7 +65,7 @@ def test_checksum_mismatch_names_file_and_expected_hash(tmp_path, make_archive):
 
 
 def test_missing_and_truncated_archives(tmp_path, make_archive):
-    with pytest.raises(MetakitError, match=r"images_background.zip not found in .*METAKIT_DATA"):
+    with pytest.raises(MetakitError, match=r"images_background.zip not found in .*METAKIT_DATA.*download_missing=True"):
         omniglot.load_omniglot(["images_background"], root=tmp_path)
     whole = make_archive(tmp_path / "whole.zip", "images_background").read_bytes()
     (tmp_path / "images_background.zip").write_bytes(whole[: len(whole) // 2])

@@ -163,6 +163,14 @@ def test_linear_baseline_fits_returns_that_are_linear_in_its_features(float64):
     torch.testing.assert_close(fitted, returns * mask, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("broken", ["observations", "returns"])
+def test_linear_baseline_refuses_non_finite_data_instead_of_passing_nan_advantages(broken):
+    obs, returns, mask = torch.rand(2, 3, 5, 2), torch.rand(2, 3, 5), torch.ones(2, 3, 5)
+    (obs if broken == "observations" else returns)[1, 0, 2] = float("nan")
+    with pytest.raises(MetakitError, match="observations or returns hold NaN or infinite values"):
+        linear_feature_baseline(obs, returns, mask)
+
+
 def test_hessian_vector_product_and_conjugate_gradient_are_exact(float64):
     policy = GaussianMLPPolicy(3, 2, hidden=(4,))
     obs = torch.randn(6, 3)

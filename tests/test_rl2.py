@@ -81,6 +81,11 @@ def test_rl2_trpo_step_keeps_the_kl_bound():
     algo = RL2(RecurrentPolicy(1, 3, hidden=16), optimizer="trpo", max_kl=0.01)
     info = algo.step(env, 32, 5, torch.Generator().manual_seed(0))
     assert info["kl"] <= 0.01 and (info["accepted"] is False or info["loss_after"] < info["loss_before"])
+    # TRPO moves the GRU and the policy head without .grad; Adam fits the value head alone, so
+    # nothing else may hold a gradient (the GRU's used to grow with every iteration)
+    algo.step(env, 32, 5, torch.Generator().manual_seed(1))
+    for name, param in algo.policy.named_parameters():
+        assert (param.grad is not None) == name.startswith("value."), name
 
 
 def test_rl2_errors_are_clear():

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
+import warnings
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -112,7 +114,7 @@ def _load_one(name: str, root: Path, image_size: int, download_missing: bool, ca
             raise MetakitError(
                 f"Omniglot archive {name}.zip not found in {root} (nor its extracted folder). Put the "
                 f"official file there (from {URL.format(name=name)}), point METAKIT_DATA at its parent "
-                "directory, or pass download=True")
+                "directory, or call load_omniglot(..., download_missing=True)")
         download(URL.format(name=name), archive, ARCHIVES[name])
     if not archive.exists():
         return _decode(_folder_pngs(folder, name), name, image_size)
@@ -121,8 +123,10 @@ def _load_one(name: str, root: Path, image_size: int, download_missing: bool, ca
     if cache and cache_file.is_file():
         try:
             return Omniglot(**torch.load(cache_file, weights_only=True))
-        except Exception:  # a stale or damaged cache is rebuilt, never trusted
-            pass
+        except (RuntimeError, EOFError, OSError, ValueError, TypeError, KeyError, pickle.UnpicklingError) as error:
+            # a damaged or foreign cache is rebuilt, never trusted; say so, once
+            warnings.warn(f"Omniglot cache {cache_file} is unreadable ({type(error).__name__}); "
+                          "decoding the archive again", stacklevel=3)
     try:
         with zipfile.ZipFile(archive) as zipped:
             pngs = {n: zipped.read(n) for n in zipped.namelist() if n.lower().endswith(".png")}

@@ -8,7 +8,7 @@ import torch
 
 from ..batch import TaskBatch
 from ..metric import PrototypicalNetwork
-from .build import build_task, is_classification
+from .builders import build_task, is_classification
 
 
 def mean_ci95(values: torch.Tensor) -> tuple[float | None, float | None]:

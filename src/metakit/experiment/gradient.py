@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..gradient import MAML, Reptile
-from .build import loss_function
+from .builders import loss_function
 from .config import check, non_negative
 from .supervised import AdamTrainConfig, StepsEvalConfig, SupervisedAlgorithm, SupervisedConfig, TrainConfig
 

@@ -9,7 +9,7 @@ from ..batch import TaskBatch
 from ..data.lake_runs import Run, load_ink, read_runs, score_runs
 from ..data.omniglot import resize_ink
 from ..errors import MetakitError
-from .build import is_classification
+from .builders import is_classification
 from .evaluate import class_scores
 from .runner import load
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from .build import build_task
+from .builders import build_task
 
 
 def figure(**kwargs) -> tuple[Figure, object]:

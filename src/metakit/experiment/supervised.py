@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..errors import MetakitError
-from .build import build_model, build_task, is_classification
+from .builders import build_model, build_task, is_classification
 from .config import check, non_negative, positive, sizes
 from .evaluate import accuracy_after_steps, eval_ways, evaluate, mean_ci95
 from .protocol import Algorithm

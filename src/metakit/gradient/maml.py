@@ -67,11 +67,25 @@ class MAML(TaskLearner):
         chunk's graph; returns the (detached) meta-loss. Same gradient as meta_loss."""
         _check_batch(batch)
         size = batch.num_tasks if self.chunk_size is None else self.chunk_size
+        buffers = dict(self.model.named_buffers()) if self.model.training else {}
+        start_values = {k: b.clone() for k, b in buffers.items()}
+        chunk_values = []
         total = 0.0
         for start in range(0, batch.num_tasks, size):
-            chunk_loss = self._task_losses(batch[start:start + size]).sum() / batch.num_tasks
+            with torch.no_grad():  # every chunk starts from the same running statistics
+                for name, live in buffers.items():
+                    live.copy_(start_values[name])
+            chunk = batch[start:start + size]
+            chunk_loss = self._task_losses(chunk).sum() / batch.num_tasks
             chunk_loss.backward()
             total = total + chunk_loss.detach()  # stays on the device: no sync per chunk
+            chunk_values.append((chunk.num_tasks, {k: b.clone() for k, b in buffers.items()}))
+        with torch.no_grad():  # the mean over all tasks, as one map over the whole batch keeps
+            for name, live in buffers.items():
+                if live.is_floating_point():
+                    live.copy_(sum(n * values[name] for n, values in chunk_values) / batch.num_tasks)
+                else:
+                    live.copy_(torch.stack([values[name] for _, values in chunk_values]).max(0).values)
         return total
 
 

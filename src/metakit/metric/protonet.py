@@ -34,9 +34,18 @@ class PrototypicalNetwork(nn.Module):
         if batch.support_y.dtype != torch.long or batch.support_y.dim() != 2:
             raise MetakitError("metric learners need integer class labels [T, S], got "
                                f"{batch.support_y.dtype} {tuple(batch.support_y.shape)}")
+        if batch.support_y.min() < 0:
+            raise MetakitError(f"support labels must be 0..ways-1, got {int(batch.support_y.min())}")
         ways = int(batch.support_y.max()) + 1
         if (F.one_hot(batch.support_y, ways).sum(1) == 0).any():
             raise MetakitError(f"every task needs support examples of all labels 0..{ways - 1}")
+        query_y = batch.query_y
+        if query_y.dtype != torch.long or query_y.dim() != 2:
+            raise MetakitError(f"metric learners need integer query labels [T, Q], got {query_y.dtype} "
+                               f"{tuple(query_y.shape)}")
+        if query_y.numel() and (query_y.min() < 0 or query_y.max() >= ways):
+            raise MetakitError(f"query labels must be among the support labels 0..{ways - 1}, got values in "
+                               f"[{int(query_y.min())}, {int(query_y.max())}]")
         return ways
 
     def scores(self, support: torch.Tensor, support_y: torch.Tensor, queries: torch.Tensor,

@@ -25,7 +25,8 @@ class Conv4(nn.Module):
             blocks += [conv, nn.BatchNorm2d(hidden, track_running_stats=track_running_stats), nn.ReLU()]
             if not strided:
                 blocks.append(nn.MaxPool2d(2))
-            channels, size = hidden, (size + 1) // 2
+            # stride 2 with padding 1 rounds up; 2x2 max pooling rounds down
+            channels, size = hidden, (size + 1) // 2 if strided else size // 2
         self.features = nn.Sequential(*blocks, nn.Flatten())
         # num_classes=None: an embedding network (metric learning), features out
         self.head = nn.Identity() if num_classes is None else nn.Linear(hidden * size * size, num_classes)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import MetakitError
+
 
 def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
     """R_h = sum_{k >= h} gamma^(k - h) r_k over the valid steps: [..., H]."""
@@ -45,13 +47,14 @@ def linear_feature_baseline(observations, returns, mask, reg: float = 1e-5) -> t
     flat_f = features.flatten(1, 2)  # [T, N, F]
     flat_r = (returns * mask).flatten(1, 2)[..., None]
     gram = flat_f.transpose(1, 2) @ flat_f
+    if not (torch.isfinite(gram).all() and torch.isfinite(flat_r).all()):
+        raise MetakitError("linear_feature_baseline: the observations or returns hold NaN or infinite values "
+                           "(a diverged policy or environment); no baseline can be fitted")
     eye = torch.eye(gram.shape[-1], dtype=gram.dtype)
     for _ in range(5):  # rllab raises the regulariser until the system is solvable
-        try:
-            coeffs = torch.linalg.solve(gram + reg * eye, flat_f.transpose(1, 2) @ flat_r)
-            if torch.isfinite(coeffs).all():
-                break
-        except RuntimeError:
-            pass
+        coeffs, info = torch.linalg.solve_ex(gram + reg * eye, flat_f.transpose(1, 2) @ flat_r)
+        if (info == 0).all() and torch.isfinite(coeffs).all():
+            return (features @ coeffs[:, None]).squeeze(-1) * mask
         reg *= 10
-    return (features @ coeffs[:, None]).squeeze(-1) * mask
+    raise MetakitError(f"linear_feature_baseline: the ridge regression stayed singular up to a regulariser of "
+                       f"{reg / 10:g}; the features are degenerate")

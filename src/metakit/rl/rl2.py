@@ -32,6 +32,9 @@ class RL2(nn.Module):
         super().__init__()
         if optimizer not in ("ppo", "trpo"):
             raise MetakitError(f"RL^2 optimizer must be 'ppo' or 'trpo', got {optimizer!r}")
+        for name, value in (("epochs", epochs), ("minibatches", minibatches)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise MetakitError(f"RL^2 {name} must be an integer >= 1, got {value!r}")
         self.policy, self.optimizer_name = policy, optimizer
         self.gamma, self.gae_lambda, self.clip, self.epochs, self.minibatches = gamma, gae_lambda, clip, epochs, minibatches
         self.value_coef, self.entropy_coef, self.max_kl, self.max_grad_norm = value_coef, entropy_coef, max_kl, max_grad_norm
@@ -91,10 +94,13 @@ class RL2(nn.Module):
             return surrogate, kl
 
         info = trpo_step(params, objectives, self.max_kl)
+        value_params = list(self.policy.value.parameters())
         for _ in range(self.epochs):  # the value head, on the GRU's (fixed) features
             _, value_loss, _ = self._losses(trials, adv, returns, rows)
             self.adam.zero_grad()
-            value_loss.backward()
+            # gradients of the value head only: the GRU's .grad would otherwise grow every iteration
+            for param, gradient in zip(value_params, torch.autograd.grad(value_loss, value_params)):
+                param.grad = gradient
             self.adam.step()
         return {**info, "value_loss": value_loss.item()}
 

@@ -10,7 +10,8 @@ from ..errors import MetakitError
 class FewShotClassification:
     """Episodes of `ways` classes with `shots` support and `queries` query images per class.
 
-    images: uint8 [classes, drawings, H, W] (e.g. Omniglot.images), 255 = ink. Each task picks
+    images: uint8 [classes, drawings, H, W] (e.g. Omniglot.images), 255 = ink, or floats already
+    in [0, 1] (used as they are). Each task picks
     its classes and drawings at random; label i is the i-th class the task drew, so labels are
     a fresh random assignment per task. x: float [T, ways * n, 1, H, W] in [0, 1], class-major;
     y: long [T, ways * n].
@@ -21,6 +22,12 @@ class FewShotClassification:
         if not isinstance(images, torch.Tensor) or images.dim() != 4:
             raise MetakitError("images must be a tensor [classes, drawings, H, W], got "
                                f"{getattr(images, 'shape', type(images).__name__)}")
+        if images.is_floating_point():
+            if images.numel() and (images.min() < 0 or images.max() > 1):
+                raise MetakitError(f"float images must lie in [0, 1] (uint8 images are divided by 255), got values "
+                                   f"in [{images.min().item():g}, {images.max().item():g}]")
+        elif images.dtype != torch.uint8:
+            raise MetakitError(f"images must be uint8 (0-255) or floats in [0, 1], got {images.dtype}")
         classes, drawings = images.shape[:2]
         for name, value in (("ways", ways), ("shots", shots), ("queries", queries)):
             if not isinstance(value, int) or value < 1:
@@ -39,7 +46,8 @@ class FewShotClassification:
         # uniform subsets without replacement, in random order: the k largest of uniform keys
         picked = torch.rand(num_tasks, classes, generator=generator).topk(self.ways, dim=1).indices
         which = torch.rand(num_tasks, self.ways, drawings, generator=generator).topk(per_class, dim=2).indices
-        x = self.images[picked[..., None], which].float().div_(255)  # [T, N, K+Q, H, W]
+        x = self.images[picked[..., None], which]  # [T, N, K+Q, H, W]
+        x = x.float() if self.images.is_floating_point() else x.float().div_(255)
         labels = torch.arange(self.ways).view(1, -1, 1).expand(num_tasks, -1, per_class)
 
         def part(t, lo, hi):  # [T, N, n, ...] -> [T, N * n, ...], class-major

@@ -84,44 +84,51 @@ def optimistic_thompson(s, f, t, n, generator):
     return argmax_random_ties(torch.maximum(sample_beta(s + 1, f + 1, generator), posterior_mean(s, f)), generator)
 
 
-@lru_cache(maxsize=8)
-def gittins_table(pulls: int, grid: int = 200) -> torch.Tensor:
-    """Finite-horizon Gittins indices [pulls + 1, pulls + 1] for Beta(1 + s, 1 + f) arms:
-    entry [s, f] is the index with m = pulls - s - f pulls left. The index is the per-pull
-    reward lam of a known arm at which one is indifferent between retiring to it for the
-    remaining m pulls and pulling the unknown arm, with the option to retire later.
+@lru_cache(maxsize=4)
+def gittins_tables(pulls: int, grid: int = 200) -> tuple[torch.Tensor, ...]:
+    """Finite-horizon Gittins indices of Beta(1 + s, 1 + f) arms for every number of pulls
+    left: entry m (1..pulls) is a float32 table [pulls - m + 1, pulls - m + 1] whose [s, f] is
+    the index with m pulls left (entry 0 is empty). The index is the per-pull reward lam of a
+    known arm at which one is indifferent between retiring to it for the remaining m pulls
+    and pulling the unknown arm, with the option to retire later.
 
     Dynamic programming on the value of that stopping problem, for all lam on a grid at once:
         V_m(s, f) = max(m lam, p (1 + V_{m-1}(s + 1, f)) + (1 - p) V_{m-1}(s, f + 1)),
     p = (s + 1) / (s + f + 2), V_0 = 0; the index is where pulling stops paying, found by
-    linear interpolation between grid points."""
+    linear interpolation between grid points. Only states with s + f <= pulls - m can occur
+    with m pulls left in a trial of `pulls`, so each table holds those."""
     if not isinstance(pulls, int) or pulls < 1:
-        raise MetakitError(f"gittins_table needs pulls >= 1, got {pulls!r}")
+        raise MetakitError(f"gittins_tables needs pulls >= 1, got {pulls!r}")
     lam = torch.linspace(0, 1, grid + 1, dtype=torch.float64)[:, None, None]  # [L, 1, 1]
     counts = torch.arange(pulls + 1, dtype=torch.float64)
     p_success = (counts[:, None] + 1) / (counts[:, None] + counts[None, :] + 2)
     value = torch.zeros(grid + 1, pulls + 1, pulls + 1, dtype=torch.float64)  # V_0
-    table = torch.zeros(pulls + 1, pulls + 1, dtype=torch.float64)
+    tables = [torch.zeros(0, 0)]
     for m in range(1, pulls + 1):
-        size = pulls - m + 1  # only states with s + f <= pulls - m are reachable with m pulls left
+        size = pulls - m + 1
         p = p_success[:size, :size]
         pull = p * (1 + value[:, 1:size + 1, :size]) + (1 - p) * value[:, :size, 1:size + 1]
         advantage = pull - m * lam  # pulling minus retiring, [L, size, size], decreasing in lam
         value = advantage.clamp_min(0) + m * lam
-        # the states with s + f = pulls - m take their index from this horizon
-        ss = torch.arange(size)
-        adv = advantage[:, ss, size - 1 - ss]  # [L, size]
-        above = (adv > 0).sum(0).clamp(1, grid)  # first grid point where pulling no longer pays
-        a0, a1 = adv[above - 1, ss], adv[above, ss]
+        above = (advantage > 0).sum(0).clamp(1, grid)  # first grid point where pulling no longer pays
+        a0 = advantage.gather(0, (above - 1)[None])[0]
+        a1 = advantage.gather(0, above[None])[0]
         frac = torch.where(a0 > a1, a0 / (a0 - a1), torch.zeros_like(a0)).clamp(0, 1)
-        table[ss, size - 1 - ss] = (above - 1 + frac) / grid
-    return table
+        tables.append(((above - 1 + frac) / grid).float())
+    return tuple(tables)
+
+
+def gittins_index(successes: int, failures: int, pulls_left: int, grid: int = 200) -> float:
+    """The finite-horizon Gittins index of a Beta(1 + successes, 1 + failures) arm with
+    `pulls_left` pulls left."""
+    return gittins_tables(successes + failures + pulls_left, grid)[pulls_left][successes, failures].item()
 
 
 def gittins(s, f, t, n, generator):
-    """The arm of largest finite-horizon Gittins index for the n - t pulls left."""
-    table = gittins_table(n)
-    return argmax_random_ties(table[s.long(), f.long()], generator)
+    """The arm of largest finite-horizon Gittins index for the n - t pulls left in the trial
+    (each arm's own pull count does not set its horizon: the trial's remaining pulls do)."""
+    table = gittins_tables(n)[n - t]
+    return argmax_random_ties(table[s.long(), f.long()].double(), generator)
 
 
 BANDIT_METHODS: dict[str, Callable] = {
@@ -136,6 +143,8 @@ def play_bandits_rewards(method: str | Callable, tasks: torch.Tensor, pulls: int
         if method not in BANDIT_METHODS:
             raise MetakitError(f"unknown bandit method {method!r}; expected one of {sorted(BANDIT_METHODS)}")
         method = BANDIT_METHODS[method]
+    if isinstance(pulls, bool) or not isinstance(pulls, int) or pulls < 1:
+        raise MetakitError(f"pulls must be an integer >= 1, got {pulls!r}")
     env = BernoulliBandit(arms=tasks.shape[-1])
     env.set_tasks(tasks)
     s = torch.zeros(tasks.shape, dtype=torch.float64)
