@@ -1,6 +1,8 @@
-# `make demo` and `make test` create .venv when missing, install what they need, and run.
-# TORCH_SPEC pins the CPU build of torch used on our machines and CI; on your own machine
-# `make test TORCH_SPEC=torch` takes whatever build pip picks for it.
+# `make demo`, `make test` and `make bench` create .venv when missing, install what they need, and run.
+# TORCH_SPEC is the torch that `make` installs when .venv has none: torch==2.13.0, the version
+# CI tests. On our machines and CI pip resolves it to the CPU build from a local wheel; elsewhere
+# pip picks the default build for the platform (on Linux that is the large CUDA build). Pass
+# e.g. `make test TORCH_SPEC=torch` to take any version pip picks.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
@@ -22,9 +24,11 @@ demo: $(VENV)/.installed
 	@echo "adaptation plot: runs/demo/adaptation.png   learning curve: runs/demo/learning_curve.png"
 
 test: $(VENV)/.installed
+	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[test,bench]"
 	$(PY) benchmarks/speed.py
 
 clean:

@@ -32,7 +32,11 @@ def main() -> None:
     rows = []
     for beta in args.betas:
         for episodes in (10, 25):
-            mean, ci = mean_ci95(play_mdps(partial(beb_q, beta=beta), tasks, episodes, torch.Generator().manual_seed(0), env=env))
+            mean, ci = mean_ci95(
+                play_mdps(
+                    partial(beb_q, beta=beta), tasks, episodes, torch.Generator().manual_seed(0), env=env
+                )
+            )
             rows.append({"beta": beta, "episodes": episodes, "total_reward": mean, "ci95": ci})
             print(f"beta {beta:5.2f}  n {episodes:3d}  {mean:7.1f} ± {ci:.1f}", flush=True)
     Path(args.out).write_text(json.dumps({"tasks": args.tasks, "task_seed": 99, "rows": rows}, indent=1))

@@ -24,12 +24,20 @@ from metakit.data.omniglot import MINIMAL, data_dir
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--data", default=None, help="directory holding the minimal zips (default $METAKIT_DATA/omniglot)")
+    parser.add_argument(
+        "--data", default=None, help="directory holding the minimal zips (default $METAKIT_DATA/omniglot)"
+    )
     parser.add_argument("--out", default="runs/lake-runs-minimal")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--alphabets", nargs="*", default=None,
-                        help="only these alphabets (e.g. the held-out Korean Balinese of the omniglot configs)")
-    parser.add_argument("--results", default="lake-runs-minimal-mhd.json", help="file name in benchmarks/results")
+    parser.add_argument(
+        "--alphabets",
+        nargs="*",
+        default=None,
+        help="only these alphabets (e.g. the held-out Korean Balinese of the omniglot configs)",
+    )
+    parser.add_argument(
+        "--results", default="lake-runs-minimal-mhd.json", help="file name in benchmarks/results"
+    )
     args = parser.parse_args()
     groups: dict[str, dict[str, list[bytes]]] = {}
     for name in MINIMAL:
@@ -45,12 +53,18 @@ def main() -> None:
     out = make_runs(groups, Path(args.out), generator=torch.Generator().manual_seed(args.seed))
     start = time.perf_counter()
     results = score_runs(read_runs(out), mhd_classifier)
-    results.update(seconds=round(time.perf_counter() - start, 1), seed=args.seed, paper_official_runs=38.8,
-                   alphabets=args.alphabets or sorted(groups))
+    results.update(
+        seconds=round(time.perf_counter() - start, 1),
+        seed=args.seed,
+        paper_official_runs=38.8,
+        alphabets=args.alphabets or sorted(groups),
+    )
     for row in results["runs"]:
         print(f"{row['run']}: {row['error']:.1f}%")
-    print(f"MHD mean error {results['mean_error']:.2f}% on 20 runs from the minimal splits "
-          f"(official runs, Lake et al.: 38.8%); {results['seconds']} s")
+    print(
+        f"MHD mean error {results['mean_error']:.2f}% on 20 runs from the minimal splits "
+        f"(official runs, Lake et al.: 38.8%); {results['seconds']} s"
+    )
     target = Path(__file__).parent / "results" / args.results
     target.write_text(json.dumps(results, indent=2) + "\n")
 

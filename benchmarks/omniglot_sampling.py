@@ -65,7 +65,9 @@ def main() -> None:
     hardware = (torch.cuda.get_device_name(args.device) if args.device.startswith("cuda")
                 else f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
     out = Path(__file__).parent / "results" / f"omniglot-sampling-{args.device.split(':')[0]}.json"
-    out.write_text(json.dumps({"hardware": f"{hardware}, torch {torch.__version__}", "rows": rows}, indent=2) + "\n")
+    out.write_text(
+        json.dumps({"hardware": f"{hardware}, torch {torch.__version__}", "rows": rows}, indent=2) + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -51,8 +51,11 @@ def main() -> None:
     config, env = algo.config, algo.env
     n = config.train.episodes
     tasks = env.sample_tasks(args.tasks, torch.Generator().manual_seed(config.eval.seed))
-    table = {"rl2": by_step(sample_trials(env, algo.policy, tasks, n, torch.Generator().manual_seed(0)).rewards,
-                            env.horizon)}
+    table = {
+        "rl2": by_step(
+            sample_trials(env, algo.policy, tasks, n, torch.Generator().manual_seed(0)).rewards, env.horizon
+        )
+    }
     for method in ("random", "greedy", "psrl"):
         recorder = RecordingMDP()
         play_mdps(method, tasks, n, torch.Generator().manual_seed(0), env=recorder)
@@ -60,8 +63,9 @@ def main() -> None:
     print(f"mean reward at each step of episodes 2..{n} ({args.tasks} MDPs), and the trial total")
     for method, row in table.items():
         print(f"{method:8s}", " ".join(f"{r:5.2f}" for r in row["by_step"]), f"| {row['total']:7.1f}")
-    Path(args.out).write_text(json.dumps({"run_dir": args.run_dir, "episodes": n, "tasks": args.tasks,
-                                          "table": table}, indent=1))
+    Path(args.out).write_text(
+        json.dumps({"run_dir": args.run_dir, "episodes": n, "tasks": args.tasks, "table": table}, indent=1)
+    )
 
 
 if __name__ == "__main__":

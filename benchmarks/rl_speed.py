@@ -57,15 +57,23 @@ def vectorised(env_id: str, episodes: int):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--episodes", type=int, default=400, help="parallel episodes (the paper's 20 tasks x 20)")
+    parser.add_argument(
+        "--episodes", type=int, default=400, help="parallel episodes (the paper's 20 tasks x 20)"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    cases = {"Navigation2D: metakit batched": batched("Navigation2D", args.episodes),
-             "Navigation2D: SyncVectorEnv of metakit/Navigation2D-v0": vectorised("metakit/Navigation2D-v0", args.episodes),
-             "CartPole: metakit batched": batched("CartPole", args.episodes),
-             "CartPole: SyncVectorEnv of metakit/CartPole-v0": vectorised("metakit/CartPole-v0", args.episodes),
-             "CartPole: SyncVectorEnv of Gymnasium's CartPole-v1 (numpy)": vectorised("CartPole-v1", args.episodes)}
+    cases = {
+        "Navigation2D: metakit batched": batched("Navigation2D", args.episodes),
+        "Navigation2D: SyncVectorEnv of metakit/Navigation2D-v0": vectorised(
+            "metakit/Navigation2D-v0", args.episodes
+        ),
+        "CartPole: metakit batched": batched("CartPole", args.episodes),
+        "CartPole: SyncVectorEnv of metakit/CartPole-v0": vectorised("metakit/CartPole-v0", args.episodes),
+        "CartPole: SyncVectorEnv of Gymnasium's CartPole-v1 (numpy)": vectorised(
+            "CartPole-v1", args.episodes
+        ),
+    }
     seconds = {name: [] for name in cases}
     for _ in range(args.rounds):
         for name, run in cases.items():
@@ -75,9 +83,11 @@ def main() -> None:
     rows = [{"case": name, "steps_per_second": 1 / statistics.median(s)} for name, s in seconds.items()]
     for row in rows:
         print(f"{row['case']}: {row['steps_per_second']:,.0f} steps/s")
-    speedups = {"Navigation2D": rows[0]["steps_per_second"] / rows[1]["steps_per_second"],
-                "CartPole vs metakit/CartPole-v0": rows[2]["steps_per_second"] / rows[3]["steps_per_second"],
-                "CartPole vs Gymnasium CartPole-v1": rows[2]["steps_per_second"] / rows[4]["steps_per_second"]}
+    speedups = {
+        "Navigation2D": rows[0]["steps_per_second"] / rows[1]["steps_per_second"],
+        "CartPole vs metakit/CartPole-v0": rows[2]["steps_per_second"] / rows[3]["steps_per_second"],
+        "CartPole vs Gymnasium CartPole-v1": rows[2]["steps_per_second"] / rows[4]["steps_per_second"],
+    }
     for name, value in speedups.items():
         print(f"speed-up {name}: {value:.1f}x")
     torch.manual_seed(0)
@@ -89,17 +99,33 @@ def main() -> None:
         start = time.perf_counter()
         algo.step(env, 20, 20, generator)
         iteration.append(time.perf_counter() - start)
-    print(f"MAML-TRPO iteration, 2D navigation, 20 tasks x 20 episodes x 100 steps: {statistics.median(iteration):.2f} s")
+    print(
+        "MAML-TRPO iteration, 2D navigation, 20 tasks x 20 episodes x 100 steps: "
+        f"{statistics.median(iteration):.2f} s"
+    )
     hvp = kl_hessian_products(algo, env, generator)
-    print(f"one KL Hessian-vector product through the inner step: double backward {hvp['double_backward']:.3f} s, "
-          f"J^T F J {hvp['fisher']:.3f} s ({hvp['double_backward'] / hvp['fisher']:.2f}x)")
+    print(
+        "one KL Hessian-vector product through the inner step: "
+        f"double backward {hvp['double_backward']:.3f} s, "
+        f"J^T F J {hvp['fisher']:.3f} s ({hvp['double_backward'] / hvp['fisher']:.2f}x)"
+    )
     out = Path(__file__).parent / "results" / "rl-speed-cpu.json"
-    out.write_text(json.dumps({
-        "hardware": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-                    f"gymnasium {gymnasium.__version__}, numpy {np.__version__}",
-        "episodes": args.episodes, "rows": rows, "speedups": speedups,
-        "maml_trpo_iteration_seconds": statistics.median(iteration), "kl_hessian_product_seconds": hvp},
-        indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "hardware": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, "
+                f"torch {torch.__version__}, "
+                f"gymnasium {gymnasium.__version__}, numpy {np.__version__}",
+                "episodes": args.episodes,
+                "rows": rows,
+                "speedups": speedups,
+                "maml_trpo_iteration_seconds": statistics.median(iteration),
+                "kl_hessian_product_seconds": hvp,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 def kl_hessian_products(algo, env, generator, rounds: int = 5) -> dict:
@@ -107,7 +133,10 @@ def kl_hessian_products(algo, env, generator, rounds: int = 5) -> dict:
     data = algo.sample(env, 20, 20, generator)
     params = list(algo.policy.parameters())
     _, kl = algo.objectives(data)()
-    products = {"double_backward": hessian_vector_product(kl, params, algo.cg_damping), "fisher": algo.fisher(data)()}
+    products = {
+        "double_backward": hessian_vector_product(kl, params, algo.cg_damping),
+        "fisher": algo.fisher(data)(),
+    }
     vector = torch.randn(sum(p.numel() for p in params), generator=generator)
     times = {name: [] for name in products}
     for _ in range(rounds):

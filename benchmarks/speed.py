@@ -58,20 +58,31 @@ def make_case(name: str, device: str):
 
 def metakit_impl(strategy):
     def build(model, batch, loss, steps, first_order, lr):
-        chunk = {"vmap": batch.num_tasks, "loop": 1, "default": None, "chunk8": 8}[strategy.replace("-compiled", "")]
+        chunk = {"vmap": batch.num_tasks, "loop": 1, "default": None, "chunk8": 8}[
+            strategy.replace("-compiled", "")
+        ]
         try:
-            maml = MAML(model, loss, lr, steps, first_order=first_order, chunk_size=chunk,
-                        compile=strategy.endswith("compiled"))
+            maml = MAML(
+                model,
+                loss,
+                lr,
+                steps,
+                first_order=first_order,
+                chunk_size=chunk,
+                compile=strategy.endswith("compiled"),
+            )
         except metakit.MetakitError as error:  # an unsupported combination: say so, skip it
             print(f"  skipped metakit-{strategy}: {error}")
             return None
         return lambda: maml.meta_backward(batch)  # backward per chunk: memory of one chunk
+
     return build
 
 
 def learn2learn_impl(model, batch, loss, steps, first_order, lr):
     _torchvision_shim()
     import learn2learn as l2l
+
     maml = l2l.algorithms.MAML(model, lr=lr, first_order=first_order)
     tasks = batch.num_tasks
 
@@ -81,11 +92,13 @@ def learn2learn_impl(model, batch, loss, steps, first_order, lr):
             for _ in range(steps):
                 learner.adapt(loss(learner(sx), sy))
             (loss(learner(qx), qy) / tasks).backward()
+
     return meta_grad
 
 
 def higher_impl(model, batch, loss, steps, first_order, lr):
     import higher
+
     if first_order:
         return None  # higher has no first-order MAML (track_higher_grads=False cuts the meta-gradient)
     inner = torch.optim.SGD(model.parameters(), lr=lr)
@@ -97,11 +110,13 @@ def higher_impl(model, batch, loss, steps, first_order, lr):
                 for _ in range(steps):
                     diffopt.step(loss(fmodel(sx), sy))
                 (loss(fmodel(qx), qy) / tasks).backward()
+
     return meta_grad
 
 
 def torchopt_impl(model, batch, loss, steps, first_order, lr):
     import torchopt
+
     if first_order:
         return None  # stop_gradient on the fast weights cuts the meta-gradient entirely
     inner = torchopt.MetaSGD(model, lr=lr)
@@ -114,12 +129,20 @@ def torchopt_impl(model, batch, loss, steps, first_order, lr):
                 inner.step(loss(model(sx), sy))
             (loss(model(qx), qy) / tasks).backward()
             torchopt.recover_state_dict(model, start)
+
     return meta_grad
 
 
-IMPLS = {"metakit": metakit_impl("default"), "metakit-vmap": metakit_impl("vmap"),
-         "metakit-loop": metakit_impl("loop"), "metakit-chunk8": metakit_impl("chunk8"), "metakit-compiled": metakit_impl("default-compiled"),
-         "learn2learn": learn2learn_impl, "higher": higher_impl, "torchopt": torchopt_impl}
+IMPLS = {
+    "metakit": metakit_impl("default"),
+    "metakit-vmap": metakit_impl("vmap"),
+    "metakit-loop": metakit_impl("loop"),
+    "metakit-chunk8": metakit_impl("chunk8"),
+    "metakit-compiled": metakit_impl("default-compiled"),
+    "learn2learn": learn2learn_impl,
+    "higher": higher_impl,
+    "torchopt": torchopt_impl,
+}
 
 
 def _torchvision_shim() -> None:
@@ -160,6 +183,7 @@ def setup(impl: str, case: str, device: str):
         optimizer.zero_grad(set_to_none=True)
         meta_grad()
         optimizer.step()
+
     return model, meta_grad, iteration, initial
 
 
@@ -189,6 +213,7 @@ def peak_memory_mb(iteration, device) -> float:
         sync(device)
         return (torch.cuda.max_memory_allocated() - base) / 2**20
     from torch.profiler import ProfilerActivity, profile
+
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         iteration()
     current = peak = 0  # each op's own allocations minus frees, in the order the ops started
@@ -213,9 +238,14 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     impls = [i for i in args.impls.split(",") if available(i)]
     skipped = [i for i in args.impls.split(",") if i not in impls]
-    report = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "machine": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.machine(),
-              "skipped_unavailable": skipped, "cases": {}}
+    report = {
+        "device": args.device,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.machine(),
+        "skipped_unavailable": skipped,
+        "cases": {},
+    }
     for case in args.cases.split(","):
         print(f"\n== {case} ({args.device}) ==", flush=True)
         reference = gradient_of("metakit-loop", case, args.device)
@@ -246,16 +276,21 @@ def main() -> None:
                     times[impl].append(time.perf_counter() - start)
         rows = {}
         for impl in runs:
-            rows[impl] = {"median_ms": statistics.median(times[impl]) * 1e3,
-                          "peak_mb": peak_memory_mb(runs[impl], args.device),
-                          "grad_rel_error": agree[impl]}
+            rows[impl] = {
+                "median_ms": statistics.median(times[impl]) * 1e3,
+                "peak_mb": peak_memory_mb(runs[impl], args.device),
+                "grad_rel_error": agree[impl],
+            }
         ours = rows["metakit"]["median_ms"] if "metakit" in rows else None
         print(f"{'implementation':18} {'ms/iter':>9} {'x metakit':>10} {'peak MB':>9} {'grad err':>9}")
         for impl, row in rows.items():
             row["ratio_to_metakit"] = row["median_ms"] / ours if ours else None
             peak = "-" if row["peak_mb"] is None else f"{row['peak_mb']:.1f}"
-            print(f"{impl:18} {row['median_ms']:9.2f} {row['ratio_to_metakit'] or float('nan'):10.2f} "
-                  f"{peak:>9} {row['grad_rel_error']:9.1e}", flush=True)
+            print(
+                f"{impl:18} {row['median_ms']:9.2f} {row['ratio_to_metakit'] or float('nan'):10.2f} "
+                f"{peak:>9} {row['grad_rel_error']:9.1e}",
+                flush=True,
+            )
         report["cases"][case] = rows
     out = Path(args.out or Path(__file__).parent / "results" / f"speed-{args.device.split(':')[0]}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

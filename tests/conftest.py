@@ -12,7 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-OMNIGLOT = Path(os.environ.get("METAKIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "omniglot"
+OMNIGLOT = (
+    Path(os.environ.get("METAKIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "omniglot"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -51,7 +53,7 @@ def _drawing(seed: int) -> bytes:
     pixels = torch.full((105, 105), 255, dtype=torch.uint8)
     for _ in range(3):
         r, c = torch.randint(10, 85, (2,), generator=g).tolist()
-        pixels[r:r + 12, c:c + 12] = 0
+        pixels[r : r + 12, c : c + 12] = 0
     out = io.BytesIO()
     Image.fromarray(pixels.numpy()).convert("1").save(out, format="PNG")
     return out.getvalue()
@@ -66,13 +68,17 @@ def drawing():
 @pytest.fixture
 def make_archive():
     """make_archive(path, name, alphabets, drawings) -> a zip in the official Omniglot layout."""
+
     def make(path: Path, name: str, alphabets=(("Alpha", 3), ("Beta", 2)), drawings=4) -> Path:
         with zipfile.ZipFile(path, "w") as z:
             for alphabet, characters in alphabets:
                 for c in range(1, characters + 1):
                     for d in range(1, drawings + 1):
-                        z.writestr(f"{name}/{alphabet}/character{c:02d}/{c:04d}_{d:02d}.png", _drawing(c * 100 + d))
+                        z.writestr(
+                            f"{name}/{alphabet}/character{c:02d}/{c:04d}_{d:02d}.png", _drawing(c * 100 + d)
+                        )
         return path
+
     return make
 
 
@@ -121,12 +127,18 @@ def _whole_and_resumed_runs(config: str, overrides: list[str], iterations: int, 
     torch.set_num_threads(1)
     try:
         train(load_config(config, overrides), whole, progress=False)
-        _kill_at_first_checkpoint(cli_command("train", config, "--out", killed, "--quiet", *sets), killed,
-                                  {**os.environ, "OMP_NUM_THREADS": "1"})
-        assert torch.load(killed / "checkpoint.pt", weights_only=True)["iteration"] < iterations, \
+        _kill_at_first_checkpoint(
+            cli_command("train", config, "--out", killed, "--quiet", *sets),
+            killed,
+            {**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        assert torch.load(killed / "checkpoint.pt", weights_only=True)["iteration"] < iterations, (
             "the run finished before it could be killed; the test proves nothing"
+        )
         assert not (killed / "results.json").exists()
-        assert main(["train", config, "--out", str(killed), "--quiet", *sets]) == 2  # refused without --resume
+        assert (
+            main(["train", config, "--out", str(killed), "--quiet", *sets]) == 2
+        )  # refused without --resume
         train(load_config(config, overrides), killed, resume=True, progress=False)
     finally:
         torch.set_num_threads(threads)
@@ -142,6 +154,8 @@ def whole_and_resumed_runs():
 @pytest.fixture
 def cli_subprocess():
     """Run `metakit ARGS` in a new process (for what must not share this one's state)."""
+
     def run(*args, env=None):
         return subprocess.run(cli_command(*args), capture_output=True, text=True, env=env)
+
     return run

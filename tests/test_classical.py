@@ -5,13 +5,22 @@ import pytest
 import torch
 
 from metakit.errors import MetakitError
-from metakit.rl.classical import BANDIT_METHODS, MDP_METHODS, gittins_index, gittins_tables, play_bandits, play_mdps
+from metakit.rl.classical import (
+    BANDIT_METHODS,
+    MDP_METHODS,
+    gittins_index,
+    gittins_tables,
+    play_bandits,
+    play_mdps,
+)
 from metakit.rl.classical.bandits import sample_beta, ucb1
 from metakit.rl.classical.mdps import Experience, beb_q, greedy_q, optimistic_transitions, plan
 from metakit.rl.envs import TabularMDP
 
 
-@pytest.mark.parametrize("method", ["greedy", "epsilon-greedy", "ucb1", "thompson", "optimistic-thompson", "gittins"])
+@pytest.mark.parametrize(
+    "method", ["greedy", "epsilon-greedy", "ucb1", "thompson", "optimistic-thompson", "gittins"]
+)
 def test_every_bandit_method_finds_a_dominant_arm(method):
     tasks = torch.tensor([[0.1, 0.9, 0.2]]).repeat(200, 1)
     pulls = 100
@@ -33,7 +42,11 @@ def test_ucb1_pulls_untried_arms_then_follows_its_index():
     arms = ucb1(s, f, t, 100, torch.Generator().manual_seed(0))
     assert arms[0] == 2  # never pulled
     # by hand: 3/4 + sqrt(2 ln 10 / 4) = 1.823, 1 + sqrt(2 ln 10) = 3.146, 1/2 + sqrt(2 ln 10 / 4) = 1.573
-    index = [3 / 4 + math.sqrt(2 * math.log(10) / 4), 1 + math.sqrt(2 * math.log(10)), 0.5 + math.sqrt(2 * math.log(10) / 4)]
+    index = [
+        3 / 4 + math.sqrt(2 * math.log(10) / 4),
+        1 + math.sqrt(2 * math.log(10)),
+        0.5 + math.sqrt(2 * math.log(10) / 4),
+    ]
     assert arms[1] == max(range(3), key=index.__getitem__) == 1
 
 

@@ -8,7 +8,9 @@ from metakit import MAML, MetakitError, TaskBatch
 
 
 def test_support_query_shape_mismatch():
-    with pytest.raises(MetakitError, match=r"support_x has shape \(2, 5, 1\) and support_y has shape \(2, 4, 1\)"):
+    with pytest.raises(
+        MetakitError, match=r"support_x has shape \(2, 5, 1\) and support_y has shape \(2, 4, 1\)"
+    ):
         TaskBatch(torch.zeros(2, 5, 1), torch.zeros(2, 4, 1), torch.zeros(2, 5, 1), torch.zeros(2, 5, 1))
     with pytest.raises(MetakitError, match="support has 2 tasks but query has 3"):
         TaskBatch(torch.zeros(2, 5, 1), torch.zeros(2, 5, 1), torch.zeros(3, 5, 1), torch.zeros(3, 5, 1))
@@ -59,7 +61,9 @@ def test_float_images_are_used_as_they_are_not_divided_by_255_again():
     assert batch.support_x.max() > 0.5  # divided by 255, every pixel would be below 0.004
     pixels = {round(v, 6) for v in images.flatten().tolist()}
     assert all(round(v, 6) in pixels for v in batch.query_x.flatten()[:50].tolist())
-    with pytest.raises(MetakitError, match=r"float images must lie in \[0, 1\].*got values in \[0.0[0-9]*, 254"):
+    with pytest.raises(
+        MetakitError, match=r"float images must lie in \[0, 1\].*got values in \[0.0[0-9]*, 254"
+    ):
         metakit.tasks.FewShotClassification(images * 255, ways=2)
     with pytest.raises(MetakitError, match="images must be uint8 .* got torch.int64"):
         metakit.tasks.FewShotClassification(images.long(), ways=2)
@@ -71,7 +75,9 @@ def test_metric_learners_check_their_scale_and_query_labels():
             metakit.MatchingNetwork(torch.nn.Identity(), scale=scale)
     net = metakit.PrototypicalNetwork(torch.nn.Identity())
     x = torch.rand(1, 2, 3)
-    with pytest.raises(MetakitError, match=r"query labels must be among the support labels 0..1, got values in \[0, 2\]"):
+    with pytest.raises(
+        MetakitError, match=r"query labels must be among the support labels 0..1, got values in \[0, 2\]"
+    ):
         net.loss(TaskBatch(x, torch.tensor([[0, 1]]), x, torch.tensor([[0, 2]])))
     with pytest.raises(MetakitError, match="integer query labels"):
         net.loss(TaskBatch(x, torch.tensor([[0, 1]]), x, torch.tensor([[0.0, 1.0]])))
@@ -84,9 +90,13 @@ def test_meta_rl_entry_points_check_their_arguments():
     from metakit.rl.rl2 import RL2
 
     policy = metakit.rl.policies.GaussianMLPPolicy(2, 2)
-    for key, value, expected in (("gamma", 1.5, r"in \(0, 1\]"), ("gamma", 0.0, r"in \(0, 1\]"),
-                                 ("gae_lambda", -0.1, r"in \[0, 1\]"), ("max_kl", 0.0, "finite and > 0"),
-                                 ("max_kl", float("nan"), "finite and > 0")):
+    for key, value, expected in (
+        ("gamma", 1.5, r"in \(0, 1\]"),
+        ("gamma", 0.0, r"in \(0, 1\]"),
+        ("gae_lambda", -0.1, r"in \[0, 1\]"),
+        ("max_kl", 0.0, "finite and > 0"),
+        ("max_kl", float("nan"), "finite and > 0"),
+    ):
         with pytest.raises(MetakitError, match=f"{key} must be {expected}"):
             MAMLTRPO(policy, **{key: value})
     with pytest.raises(MetakitError, match="fast_lr must be a finite number >= 0, got nan"):

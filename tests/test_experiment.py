@@ -17,7 +17,9 @@ FAST = ["train.log_every=10", "eval.num_tasks=20", "eval.steps=[0,1]"]
 def test_unknown_key_and_bad_values_name_the_key(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("algorithm: {name: maml}\ntrain: {iteratons: 10}\n")
-    with pytest.raises(MetakitError, match=r"unknown config key 'train.iteratons'; expected one of .*'iterations'"):
+    with pytest.raises(
+        MetakitError, match=r"unknown config key 'train.iteratons'; expected one of .*'iterations'"
+    ):
         load_config(path)
     with pytest.raises(MetakitError, match=r"'algorithm.inner_lr' must be >= 0, got -0.5"):
         load_config("sinusoid", ["algorithm.inner_lr=-0.5"])
@@ -30,16 +32,24 @@ def test_unknown_key_and_bad_values_name_the_key(tmp_path):
 
 
 def test_smoke_run_learns_to_adapt(tmp_path):
-    config = load_config("sinusoid", ["train.iterations=1000", "train.log_every=100",
-                                      "eval.num_tasks=200", "eval.steps=[0,10]"])
+    config = load_config(
+        "sinusoid",
+        ["train.iterations=1000", "train.log_every=100", "eval.num_tasks=200", "eval.steps=[0,10]"],
+    )
     results = train(config, tmp_path / "run", progress=False)
     before, after = results["mse_after_steps"]["0"], results["mse_after_steps"]["10"]
     assert after < 0.65 * before, results
-    for name in ("config.yaml", "metrics.jsonl", "checkpoint.pt", "results.json",
-                 "learning_curve.png", "adaptation.png"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "checkpoint.pt",
+        "results.json",
+        "learning_curve.png",
+        "adaptation.png",
+    ):
         assert (tmp_path / "run" / name).is_file(), name
     assert json.loads((tmp_path / "run" / "results.json").read_text())["mse_after_steps"]["10"] == after
-    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == list(range(100, 1001, 100))
 
 
@@ -51,13 +61,14 @@ def _final_params(run_dir):
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path, config, whole_and_resumed_runs):
     whole, killed = whole_and_resumed_runs(config, ["train.checkpoint_every=50", *FAST], 300, tmp_path)
     assert torch.equal(_final_params(killed), _final_params(whole))
-    metrics = [json.loads(l)["iteration"] for l in (killed / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(line)["iteration"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
     assert metrics == list(range(10, 301, 10))  # nothing lost, nothing written twice
 
 
 def test_nan_loss_stops_with_the_iteration_and_keeps_the_last_good_checkpoint(tmp_path):
-    config = load_config("sinusoid", ["train.iterations=200", "train.checkpoint_every=1",
-                                      "train.outer_lr=1.0e+6", *FAST])
+    config = load_config(
+        "sinusoid", ["train.iterations=200", "train.checkpoint_every=1", "train.outer_lr=1.0e+6", *FAST]
+    )
     with pytest.raises(TrainingDiverged, match=r"meta-loss became (nan|inf) at iteration (\d+)") as info:
         train(config, tmp_path / "run", progress=False)
     failed_at = int(info.value.args[0].split("at iteration ")[1].split(";")[0])
@@ -93,9 +104,10 @@ def test_reproduce_smoke_writes_the_paper_table(tmp_path, cli):
 
 def test_a_diverged_task_gives_a_null_mean_not_invalid_json():
     from metakit.experiment.evaluate import mean_ci95
+
     assert mean_ci95(torch.tensor([1.0, float("inf"), 2.0])) == (None, None)
     mean, ci = mean_ci95(torch.tensor([1.0, 2.0, 3.0]))
-    assert mean == 2.0 and abs(ci - 1.96 / 3 ** 0.5) < 1e-9
+    assert mean == 2.0 and abs(ci - 1.96 / 3**0.5) < 1e-9
 
 
 def test_lazy_imports_and_plots_that_leave_the_matplotlib_backend_alone(tmp_path):
@@ -109,7 +121,8 @@ try:
 except SystemExit:
     pass
 print("imported:", sorted(m for m in ("gymnasium", "matplotlib.pyplot") if m in sys.modules))
-metakit.cli.main(["train", "sinusoid", "--out", {str(tmp_path / "run")!r}, "--quiet", "--set", "train.iterations=2",
+metakit.cli.main(["train", "sinusoid", "--out", {str(tmp_path / "run")!r}, "--quiet",
+                  "--set", "train.iterations=2",
                   "--set", "train.log_every=1", "--set", "eval.num_tasks=5", "--set", "eval.steps=[0,1]"])
 print("backend:", matplotlib.get_backend())
 """
@@ -117,7 +130,9 @@ print("backend:", matplotlib.get_backend())
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert "imported: []" in done.stdout and "backend: svg" in done.stdout
-    assert (tmp_path / "run" / "learning_curve.png").is_file() and (tmp_path / "run" / "adaptation.png").is_file()
+    assert (tmp_path / "run" / "learning_curve.png").is_file() and (
+        tmp_path / "run" / "adaptation.png"
+    ).is_file()
 
 
 def test_list_names_every_reproduction(cli):

@@ -20,7 +20,9 @@ def runs_dir(tmp_path_factory, drawing):
     # 2 alphabets x 20 characters x 2 drawers; a character's drawers differ only slightly
     groups = {a: {f"character{c:02d}": [drawing(1000 * i + c), drawing(1000 * i + c)] for c in range(20)}
               for i, a in enumerate(["Alpha", "Beta"])}
-    return make_runs(groups, tmp_path_factory.mktemp("runs"), num_runs=3, generator=torch.Generator().manual_seed(0))
+    return make_runs(
+        groups, tmp_path_factory.mktemp("runs"), num_runs=3, generator=torch.Generator().manual_seed(0)
+    )
 
 
 def test_reader_follows_the_official_format(runs_dir):

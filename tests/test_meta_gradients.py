@@ -98,7 +98,9 @@ def test_anil_adapts_only_the_head_but_meta_learns_the_body(float64):
         assert (changed > 0).all() if name.startswith("4.") else (changed == 0).all(), name
     params = list(model.parameters())
     ours = flat(torch.autograd.grad(maml.meta_loss(batch), params))
-    reference = flat(torch.autograd.grad(loop_meta_loss(model, batch, 0.1, 2, adapt=["4.weight", "4.bias"]), params))
+    reference = flat(
+        torch.autograd.grad(loop_meta_loss(model, batch, 0.1, 2, adapt=["4.weight", "4.bias"]), params)
+    )
     torch.testing.assert_close(ours, reference)
     assert ours[: model[0].weight.numel()].abs().sum() > 0  # the body still gets a meta-gradient
 
@@ -192,8 +194,14 @@ def test_chunked_meta_backward_keeps_the_running_stats_of_every_task(chunk_size)
         model = NormNet(nn.BatchNorm1d(8))
         maml = MAML(model, F.mse_loss, inner_lr=0.1, chunk_size=size)
         maml.meta_backward(batch)
-        results.append((model.norm.running_mean.clone(), model.norm.running_var.clone(),
-                        int(model.norm.num_batches_tracked), flat(p.grad for p in model.parameters())))
+        results.append(
+            (
+                model.norm.running_mean.clone(),
+                model.norm.running_var.clone(),
+                int(model.norm.num_batches_tracked),
+                flat(p.grad for p in model.parameters()),
+            )
+        )
     (mean, var, count, grad), (chunked_mean, chunked_var, chunked_count, chunked_grad) = results
     torch.testing.assert_close(chunked_mean, mean)
     torch.testing.assert_close(chunked_var, var)

@@ -1,14 +1,10 @@
 """Omniglot archives (synthetic ones made here, and the real minimal splits when present) and
 the episode sampler."""
 import hashlib
-import io
-import os
 import zipfile
-from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 import metakit
 from metakit import MetakitError
@@ -65,7 +61,9 @@ def test_checksum_mismatch_names_file_and_expected_hash(tmp_path, make_archive):
 
 
 def test_missing_and_truncated_archives(tmp_path, make_archive):
-    with pytest.raises(MetakitError, match=r"images_background.zip not found in .*METAKIT_DATA.*download_missing=True"):
+    with pytest.raises(
+        MetakitError, match=r"images_background.zip not found in .*METAKIT_DATA.*download_missing=True"
+    ):
         omniglot.load_omniglot(["images_background"], root=tmp_path)
     whole = make_archive(tmp_path / "whole.zip", "images_background").read_bytes()
     (tmp_path / "images_background.zip").write_bytes(whole[: len(whole) // 2])
@@ -84,10 +82,14 @@ def test_download_verifies_and_is_atomic(tmp_path, monkeypatch, make_archive):
         download(source.as_uri(), tmp_path / "out" / "b.zip", "0" * 64, progress=False)
     assert not (tmp_path / "out" / "b.zip").exists() and not list((tmp_path / "out").glob(".b.zip*"))
     # load_omniglot fetches a missing archive from the official URL (here: the local file)
-    monkeypatch.setattr(omniglot, "URL", str(tmp_path / "{name}.zip").replace(str(tmp_path), tmp_path.as_uri()))
+    monkeypatch.setattr(
+        omniglot, "URL", str(tmp_path / "{name}.zip").replace(str(tmp_path), tmp_path.as_uri())
+    )
     monkeypatch.setitem(omniglot.ARCHIVES, "images_background_small1", digest)
     (tmp_path / "images_background_small1.zip").write_bytes(source.read_bytes())
-    data = omniglot.load_omniglot(["images_background_small1"], root=tmp_path / "fresh", download_missing=True)
+    data = omniglot.load_omniglot(
+        ["images_background_small1"], root=tmp_path / "fresh", download_missing=True
+    )
     assert len(data) == 5 and (tmp_path / "fresh" / "images_background_small1.zip").is_file()
 
 
@@ -124,8 +126,12 @@ def test_episodes_have_distinct_classes_and_drawings_with_consistent_labels():
         for label in range(5):  # one class per label, the same in support and query
             cls = s_cls[batch.support_y[t] == label].unique()
             assert cls.numel() == 1 and torch.equal(q_cls[batch.query_y[t] == label].unique(), cls)
-            drawn = torch.cat([ids(batch.support_x, 1)[t][batch.support_y[t] == label],
-                               ids(batch.query_x, 1)[t][batch.query_y[t] == label]])
+            drawn = torch.cat(
+                [
+                    ids(batch.support_x, 1)[t][batch.support_y[t] == label],
+                    ids(batch.query_x, 1)[t][batch.query_y[t] == label],
+                ]
+            )
             assert drawn.unique().numel() == 5  # K + Q distinct drawings
     # over tasks, every class gets every label: labels are permuted per task
     first = ids(batch.support_x, 0)[:, 0]

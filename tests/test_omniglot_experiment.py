@@ -14,11 +14,14 @@ from metakit.data.lake_runs import make_runs
 from metakit.experiment import load_config, train
 from metakit.nets import Conv4
 
+
 def _episodes(tasks=2, ways=5, queries=3, size=28):
     support_x = torch.rand(tasks, ways, 1, size, size)
     query_x = torch.rand(tasks, ways * queries, 1, size, size)
     support_y = torch.arange(ways).repeat(tasks, 1)
-    return TaskBatch(support_x, support_y, query_x, torch.arange(ways).repeat_interleave(queries).repeat(tasks, 1))
+    return TaskBatch(
+        support_x, support_y, query_x, torch.arange(ways).repeat_interleave(queries).repeat(tasks, 1)
+    )
 
 
 def _change_other_queries(batch):
@@ -35,10 +38,14 @@ def test_inductive_maml_predicts_each_query_with_the_support_set_alone():
     # by hand: the batch [support, query j] through task 1's fast weights, keep the last row
     task = {k: v[1] for k, v in fast.items()}
     for j in (0, 4):
-        alone = functional_call(maml.model, task, torch.cat([batch.support_x[1], batch.query_x[1, j:j + 1]]))[-1]
+        alone = functional_call(
+            maml.model, task, torch.cat([batch.support_x[1], batch.query_x[1, j : j + 1]])
+        )[-1]
         torch.testing.assert_close(inductive[1, j], alone, rtol=1e-4, atol=1e-5)
     other = _change_other_queries(batch)
-    torch.testing.assert_close(maml.predict(fast, other.query_x, context=other.support_x)[:, 0], inductive[:, 0])
+    torch.testing.assert_close(
+        maml.predict(fast, other.query_x, context=other.support_x)[:, 0], inductive[:, 0]
+    )
     # transductive: the queries share batch statistics, so the first one's output moves
     moved = maml.predict(fast, other.query_x)[:, 0] - maml.predict(fast, batch.query_x)[:, 0]
     assert moved.abs().max() > 1e-3
@@ -69,7 +76,9 @@ def test_predict_context_must_match_the_examples():
 def test_config_combinations_that_do_not_go_together_are_named(tmp_path):
     with pytest.raises(MetakitError, match="task 'sinusoid' needs model 'mlp'"):
         load_config("sinusoid", ["model.name=conv4"])
-    (tmp_path / "c.yaml").write_text("task: {name: sinusoid}\nmodel: {name: mlp}\nalgorithm: {name: protonet}\n")
+    (tmp_path / "c.yaml").write_text(
+        "task: {name: sinusoid}\nmodel: {name: mlp}\nalgorithm: {name: protonet}\n"
+    )
     with pytest.raises(MetakitError, match="algorithm 'protonet' classifies; task 'sinusoid' is regression"):
         load_config(tmp_path / "c.yaml")
     with pytest.raises(MetakitError, match="'task.test_alphabets' must name at least one held-out alphabet"):
@@ -78,9 +87,13 @@ def test_config_combinations_that_do_not_go_together_are_named(tmp_path):
         load_config("omniglot-maml-5way", ["eval.ways=[5,20]"])
     with pytest.raises(MetakitError, match=r"alphabets \['Korean'\] are in both"):
         load_config("omniglot-protonet", ["task.validation_alphabets=[Korean]"])
-    with pytest.raises(MetakitError, match="'train.validate_every' \\(150\\) must be a multiple of train.log_every"):
+    with pytest.raises(
+        MetakitError, match="'train.validate_every' \\(150\\) must be a multiple of train.log_every"
+    ):
         load_config("omniglot-protonet", ["train.validate_every=150"])
-    with pytest.raises(MetakitError, match="'eval.normalisation' must be one of \\['inductive', 'transductive'\\]"):
+    with pytest.raises(
+        MetakitError, match="'eval.normalisation' must be one of \\['inductive', 'transductive'\\]"
+    ):
         load_config("omniglot-protonet", ["eval.normalisation=batch"])
 
 
@@ -105,27 +118,56 @@ def _held_out_runs(root, directory, alphabets=("Korean", "Balinese"), num_runs=3
 def test_reproduce_omniglot_smoke_writes_accuracy_and_lake_error(real_omniglot, tmp_path, cli):
     runs = _held_out_runs(real_omniglot, tmp_path / "lake")
     out = tmp_path / "repro"
-    code, _, err = cli("reproduce", "omniglot-minimal", "--algo", "protonet", "--budget", "smoke",
-                       "--out", out, "--runs", runs, "--json", "--quiet")
+    code, _, err = cli(
+        "reproduce",
+        "omniglot-minimal",
+        "--algo",
+        "protonet",
+        "--budget",
+        "smoke",
+        "--out",
+        out,
+        "--runs",
+        runs,
+        "--json",
+        "--quiet",
+    )
     assert code == 0, err
     results = json.loads((out / "results.json").read_text())
     assert set(results["accuracy"]) == {"5way1shot", "20way1shot"} == set(results["ci95"])
     assert 20 < results["accuracy"]["5way1shot"] <= 100 and results["normalisation"] == ["transductive"]
     assert len(results["lake_runs"]) == 3 and 0 <= results["lake_runs_mean_error"] <= 100
-    rows = [json.loads(line) for line in (out / "omniglot-protonet" / "metrics.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (out / "omniglot-protonet" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert all("val_accuracy" in row for row in rows)
     # the same checkpoint scored through `metakit omniglot-runs` gives the same error
-    code, scored, err = cli("omniglot-runs", "--runs", runs, "--checkpoint", out / "omniglot-protonet", "--json")
+    code, scored, err = cli(
+        "omniglot-runs", "--runs", runs, "--checkpoint", out / "omniglot-protonet", "--json"
+    )
     assert code == 0, err
     assert json.loads(scored)["mean_error"] == results["lake_runs_mean_error"]
-    code, _, err = cli("reproduce", "omniglot-minimal", "--algo", "mamal", "--budget", "smoke", "--out", tmp_path / "x")
+    code, _, err = cli(
+        "reproduce", "omniglot-minimal", "--algo", "mamal", "--budget", "smoke", "--out", tmp_path / "x"
+    )
     assert code == 2 and "--algo, one of ['fomaml', 'maml', 'matching', 'protonet', 'reptile']" in err
 
 
-def test_short_maml_run_beats_chance_on_held_out_alphabets_and_refuses_20way_runs(real_omniglot, tmp_path, cli):
-    config = load_config("omniglot-maml-5way", [
-        "train.iterations=60", "train.meta_batch_size=16", "train.log_every=20", "train.validate_every=0",
-        "eval.num_tasks=100", "eval.steps=[0,3]", "eval.normalisation=inductive"])
+def test_short_maml_run_beats_chance_on_held_out_alphabets_and_refuses_20way_runs(
+    real_omniglot, tmp_path, cli
+):
+    config = load_config(
+        "omniglot-maml-5way",
+        [
+            "train.iterations=60",
+            "train.meta_batch_size=16",
+            "train.log_every=20",
+            "train.validate_every=0",
+            "eval.num_tasks=100",
+            "eval.steps=[0,3]",
+            "eval.normalisation=inductive",
+        ],
+    )
     results = train(config, tmp_path / "run", progress=False)
     assert results["normalisation"] == "inductive"
     # chance: 0.2; 60 iterations reach 0.49 on one thread and more on two (float sums differ)
@@ -135,8 +177,17 @@ def test_short_maml_run_beats_chance_on_held_out_alphabets_and_refuses_20way_run
     code, _, err = cli("omniglot-runs", "--runs", runs, "--checkpoint", tmp_path / "run")
     assert code == 2 and "run01 is 20-way but this run's model has a 5-way head" in err
     # the same run evaluated again with the other normalisation policy, beside its results
-    code, _, err = cli("eval", tmp_path / "run", "--set", "eval.normalisation=transductive", "--set", "eval.num_tasks=30",
-                       "--results", tmp_path / "transductive.json", "--quiet")
+    code, _, err = cli(
+        "eval",
+        tmp_path / "run",
+        "--set",
+        "eval.normalisation=transductive",
+        "--set",
+        "eval.num_tasks=30",
+        "--results",
+        tmp_path / "transductive.json",
+        "--quiet",
+    )
     assert code == 0, err
     other = json.loads((tmp_path / "transductive.json").read_text())
     assert other["normalisation"] == "transductive" and other["eval_tasks"] == 30

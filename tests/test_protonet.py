@@ -36,7 +36,9 @@ def test_matching_scale_lifts_the_cosine_loss_floor():
     support = torch.eye(20)[None]
     batch = TaskBatch(support, torch.arange(20)[None], support[:, :1], torch.tensor([[0]]))
     floor = -math.log(math.e / (math.e + 19))
-    assert math.isclose(MatchingNetwork(nn.Identity(), 1.0, learn_scale=False).loss(batch).item(), floor, rel_tol=1e-5)
+    assert math.isclose(
+        MatchingNetwork(nn.Identity(), 1.0, learn_scale=False).loss(batch).item(), floor, rel_tol=1e-5
+    )
     net = MatchingNetwork(nn.Identity())
     assert net.loss(batch).item() < 1e-3 and net.log_scale.requires_grad
 

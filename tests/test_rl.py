@@ -23,7 +23,8 @@ def test_navigation_clips_actions_rewards_distance_and_ends_at_the_goal():
     env.set_tasks(torch.tensor([[0.1, 0.0], [-0.3, 0.2]]))
     assert torch.equal(env.reset(1), torch.zeros(2, 1, 2))
     obs, reward, done = env.step(torch.tensor([[[5.0, 0.0]], [[-10.0, 0.5]]]))
-    # moves of 0.1 x action, clipped to (0.1, 0) and (-0.1, 0.05): task 0 is on its goal, task 1 is sqrt(0.2^2+0.15^2) away
+    # moves of 0.1 x action, clipped to (0.1, 0) and (-0.1, 0.05): task 0 is on its goal, task 1 is
+    # sqrt(0.2^2+0.15^2) away
     torch.testing.assert_close(obs, torch.tensor([[[0.1, 0.0]], [[-0.1, 0.05]]]))
     torch.testing.assert_close(reward, torch.tensor([[0.0], [-0.25]]))
     assert done.tolist() == [[True], [False]]
@@ -81,7 +82,9 @@ def test_cartpole_and_pendulum_match_gymnasium_with_the_task_parameters():
     for action in (1, 0, 1, 1):
         obs, reward, done = cart.step(torch.tensor([[action]]))
         expected, r, terminated, _, _ = reference.step(action)
-        torch.testing.assert_close(obs[0, 0], torch.as_tensor(expected, dtype=torch.float32), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            obs[0, 0], torch.as_tensor(expected, dtype=torch.float32), rtol=1e-5, atol=1e-6
+        )
         assert reward.item() == r and bool(done) == terminated
     pendulum = envs.Pendulum()
     pendulum.set_tasks(torch.tensor([[0.7, 1.3]]))
@@ -94,7 +97,9 @@ def test_cartpole_and_pendulum_match_gymnasium_with_the_task_parameters():
     for torque in (1.5, -3.0, 0.2):  # -3 is clipped to -2
         obs, reward, _ = pendulum.step(torch.tensor([[[torque]]]))
         expected, r, _, _, _ = reference.step([torque])
-        torch.testing.assert_close(obs[0, 0], torch.as_tensor(expected, dtype=torch.float32), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            obs[0, 0], torch.as_tensor(expected, dtype=torch.float32), rtol=1e-5, atol=1e-5
+        )
         assert math.isclose(reward.item(), r, rel_tol=1e-5)
 
 
@@ -109,13 +114,23 @@ def test_every_registration_passes_gymnasiums_checker(name):
 
 
 def info_task(name):
-    return {"Navigation2D": [0.2, -0.1], "BernoulliBandit": [0.1, 0.2, 0.3, 0.4, 0.5], "TabularMDP": None,
-            "CartPole": [1.0], "Pendulum": [1.0, 1.0], "HalfCheetahVel": [1.5], "HalfCheetahDir": [-1.0],
-            "AntVel": [2.0], "AntDir": [1.0]}[name]
+    return {
+        "Navigation2D": [0.2, -0.1],
+        "BernoulliBandit": [0.1, 0.2, 0.3, 0.4, 0.5],
+        "TabularMDP": None,
+        "CartPole": [1.0],
+        "Pendulum": [1.0, 1.0],
+        "HalfCheetahVel": [1.5],
+        "HalfCheetahDir": [-1.0],
+        "AntVel": [2.0],
+        "AntDir": [1.0],
+    }[name]
 
 
 def test_environment_errors_are_clear():
-    with pytest.raises(MetakitError, match=r"unknown environment 'Nav2D'; expected one of \[.*'Navigation2D'"):
+    with pytest.raises(
+        MetakitError, match=r"unknown environment 'Nav2D'; expected one of \[.*'Navigation2D'"
+    ):
         envs.make("Nav2D")
     env = envs.Navigation2D()
     with pytest.raises(MetakitError, match=r"call set_tasks\(env.sample_tasks\(n\)\) before reset"):
@@ -156,7 +171,9 @@ def test_linear_baseline_fits_returns_that_are_linear_in_its_features(float64):
     obs = torch.randn(2, 5, 10, 3)
     # a different linear function of the features for each task: the fit is per task (ridge
     # 1e-5, so not exact to the last digit)
-    returns = torch.stack([2 * obs[0, ..., 0] - obs[0, ..., 1] ** 2 + 1.5, -obs[1, ..., 2] + 0.5 * obs[1, ..., 0] ** 2])
+    returns = torch.stack(
+        [2 * obs[0, ..., 0] - obs[0, ..., 1] ** 2 + 1.5, -obs[1, ..., 2] + 0.5 * obs[1, ..., 0] ** 2]
+    )
     mask = torch.ones(2, 5, 10)
     mask[1, :, 7:] = 0  # steps after an episode's end are ignored
     fitted = linear_feature_baseline(obs, returns, mask)
@@ -182,7 +199,7 @@ def test_hessian_vector_product_and_conjugate_gradient_are_exact(float64):
     def kl_of_flat(vector):
         pieces, start = {}, 0
         for (name, _), shape in zip(policy.named_parameters(), shapes):
-            pieces[name] = vector[start:start + shape.numel()].view(shape)
+            pieces[name] = vector[start : start + shape.numel()].view(shape)
             start += shape.numel()
         return policy.kl(old, functional_call(policy, pieces, (obs,))).mean()
 
@@ -202,7 +219,9 @@ def test_trpo_step_lowers_the_loss_within_the_kl_bound():
     old = policy(obs).detach()
 
     def loss():
-        return -((policy.log_prob(policy(obs), actions) - policy.log_prob(old, actions)).exp() * advantages).mean()
+        return -(
+            (policy.log_prob(policy(obs), actions) - policy.log_prob(old, actions)).exp() * advantages
+        ).mean()
 
     kl = lambda: policy.kl(old, policy(obs)).mean()  # noqa: E731
     info = trpo_step(list(policy.parameters()), lambda: (loss(), kl()), max_kl=0.01)
@@ -246,7 +265,9 @@ def test_maml_trpo_meta_gradient_equals_a_per_task_loop(first_order, float64):
         grads = torch.autograd.grad(inner, params, create_graph=not first_order)
         fast = {n: p - 0.3 * (g.detach() if first_order else g) for n, p, g in zip(names, params, grads)}
         new = functional_call(policy, fast, (valid.observations[i],))
-        ratio = (policy.log_prob(new, valid.actions[i]) - policy.log_prob(data["old_out"][i], valid.actions[i])).exp()
+        ratio = (
+            policy.log_prob(new, valid.actions[i]) - policy.log_prob(data["old_out"][i], valid.actions[i])
+        ).exp()
         total = total - (ratio * data["valid_adv"][i] * valid.mask[i]).sum() / valid.mask[i].sum() / 3
     for got, expected in zip(vectorised, torch.autograd.grad(total, params)):
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
@@ -265,7 +286,9 @@ def test_rollout_masks_steps_after_the_episode_ends():
     assert trajectories.episode_returns()[0].abs().max() < 1e-4
     # the second task's point moves 0.05 a step along x: distances to (0.5, 0.5) by hand
     expected = -sum(math.hypot(0.5 - 0.05 * k, 0.5) for k in range(1, 6))
-    torch.testing.assert_close(trajectories.episode_returns()[1], torch.full((3,), expected), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        trajectories.episode_returns()[1], torch.full((3,), expected), rtol=1e-4, atol=1e-4
+    )
 
 
 def test_short_maml_trpo_run_on_navigation_improves_the_adapted_return():
@@ -288,7 +311,9 @@ def test_half_cheetah_tasks_reward_velocity_terms_on_gymnasiums_physics():
     for env, task in ((envs.HalfCheetahVel(), 0.7), (envs.HalfCheetahDir(), -1.0)):
         env.set_tasks(torch.tensor([[task]]))
         generator = torch.Generator().manual_seed(4)
-        seed = int(torch.randint(2**31 - 1, (1,), generator=torch.Generator().manual_seed(4)))  # what reset draws
+        seed = int(
+            torch.randint(2**31 - 1, (1,), generator=torch.Generator().manual_seed(4))
+        )  # what reset draws
         obs = env.reset(1, generator)
         reference = gymnasium.make("HalfCheetah-v5")
         expected_obs, _ = reference.reset(seed=seed)
@@ -299,7 +324,9 @@ def test_half_cheetah_tasks_reward_velocity_terms_on_gymnasiums_physics():
             expected_obs, _, _, _, info = reference.step(clipped.numpy())
             v = info["x_velocity"]
             progress = -abs(v - task) if env.goal == "velocity" else task * v
-            assert math.isclose(reward.item(), progress - 0.05 * (clipped**2).sum().item(), rel_tol=1e-4, abs_tol=1e-4)
+            assert math.isclose(
+                reward.item(), progress - 0.05 * (clipped**2).sum().item(), rel_tol=1e-4, abs_tol=1e-4
+            )
             assert math.isclose(info["reward_ctrl"], -0.1 * (clipped**2).sum().item(), rel_tol=1e-5)
             torch.testing.assert_close(obs[0, 0], torch.as_tensor(expected_obs, dtype=torch.float32))
             assert not done.any()

@@ -2,10 +2,9 @@
 import pytest
 import torch
 
-from metakit import MetakitError
-from metakit.experiment import load_config
 import metakit
-from metakit.experiment import build
+from metakit import MetakitError
+from metakit.experiment import build, load_config
 from metakit.rl import envs
 from metakit.rl.classical import play_bandits
 from metakit.rl.policies import RecurrentPolicy
@@ -56,7 +55,9 @@ def test_hidden_state_resets_between_trials():
     second = sample_trials(env, policy, env.sample_tasks(5, torch.Generator().manual_seed(7)), 3,
                            torch.Generator().manual_seed(3))
     fresh, _, _ = policy(second.inputs[:, :1])
-    torch.testing.assert_close(fresh.gather(-1, second.actions[:, :1, None]).squeeze(-1), second.log_probs[:, :1])
+    torch.testing.assert_close(
+        fresh.gather(-1, second.actions[:, :1, None]).squeeze(-1), second.log_probs[:, :1]
+    )
     torch.testing.assert_close(first.inputs[:, 0], second.inputs[:, 0])
 
 
@@ -93,7 +94,9 @@ def test_rl2_errors_are_clear():
         RL2(RecurrentPolicy(1, 2), optimizer="adam")
     with pytest.raises(MetakitError, match=r"needs a discrete-action environment, got Navigation2D"):
         sample_trials(envs.Navigation2D(), RecurrentPolicy(2, 2), torch.zeros(2, 2), 1)
-    with pytest.raises(MetakitError, match=r"'algorithm.name' rl2 needs a discrete-action env .* got Navigation2D"):
+    with pytest.raises(
+        MetakitError, match=r"'algorithm.name' rl2 needs a discrete-action env .* got Navigation2D"
+    ):
         build(load_config("rl2-bandits", ["env.name=Navigation2D", "env.arms=null"]))
     with pytest.raises(MetakitError, match=r"'env.arms' applies to BernoulliBandit, not to TabularMDP"):
         build(load_config("rl2-mdp", ["env.arms=3"]))
@@ -103,7 +106,12 @@ def test_rl2_errors_are_clear():
 
 
 def test_rl2_resumes_after_a_kill_to_the_same_weights_and_optimizer(tmp_path, whole_and_resumed_runs):
-    small = ["policy.recurrent_size=16", "train.meta_batch_size=16", "train.checkpoint_every=5", "eval.num_tasks=50"]
+    small = [
+        "policy.recurrent_size=16",
+        "train.meta_batch_size=16",
+        "train.checkpoint_every=5",
+        "eval.num_tasks=50",
+    ]
     whole, killed = whole_and_resumed_runs("rl2-bandits", small, 40, tmp_path)
     for a, b in zip(metakit.load(whole).policy.parameters(), metakit.load(killed).policy.parameters()):
         assert torch.equal(a, b)  # Adam's moments were restored too, or the steps after the resume differ

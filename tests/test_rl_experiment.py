@@ -50,7 +50,9 @@ def test_reproduce_rl2_smoke_writes_the_paper_table_with_our_column(name, tmp_pa
     assert code == 0, err
     table = json.loads((tmp_path / "results.json").read_text())["table"]
     methods = {row["method"] for row in table}
-    assert "rl2" in methods and ("gittins" in methods if name == "rl2-bandits" else {"psrl", "beb"} <= methods)
+    assert "rl2" in methods and (
+        "gittins" in methods if name == "rl2-bandits" else {"psrl", "beb"} <= methods
+    )
     for row in table:
         assert set(row) == {"n", "k", "method", "paper", "ours", "ci95"} and row["n"] == 10
         assert (row["k"] is None) == (name == "rl2-mdp") and isinstance(row["ours"], float)

@@ -37,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("reproduce", help="run a paper's headline experiment")
     p.add_argument("name")
-    p.add_argument("--budget", default="full", help="full (the config), smoke, hour (the half-cheetah runs) or baselines (RL^2 tables without RL^2)")
+    p.add_argument(
+        "--budget",
+        default="full",
+        help="full (the config), smoke, hour (the half-cheetah runs) or baselines (RL^2 tables without RL^2)",
+    )
     p.add_argument("--out", help="output directory (default runs/reproduce-<name>)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--algo", help="omniglot-minimal: maml, fomaml, reptile, protonet or matching")
@@ -48,8 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", required=True, help="directory holding run01 ... run20")
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--checkpoint", metavar="RUN_DIR", help="a trained Omniglot run directory")
-    how.add_argument("--baseline", choices=["mhd"],
-                     help="mhd: modified Hausdorff distance nearest neighbour (Lake et al. 2015)")
+    how.add_argument(
+        "--baseline",
+        choices=["mhd"],
+        help="mhd: modified Hausdorff distance nearest neighbour (Lake et al. 2015)",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--json", action="store_true", help="print the results as JSON only")
 
@@ -71,6 +78,7 @@ def _run(args) -> int:
     if args.command == "omniglot-runs":
         from .data.lake_runs import mhd_classifier, read_runs, score_runs
         from .experiment.lake import score_checkpoint
+
         if args.checkpoint:
             results = score_checkpoint(args.runs, args.checkpoint, check_device(args.device))
         else:
@@ -94,37 +102,60 @@ def _run(args) -> int:
         out = Path(args.out or f"runs/{config.name}")
         results = train(config, out, resume=args.resume, device=args.device, progress=progress)
     elif args.command == "eval":
-        results = evaluate_run(Path(args.run_dir), check_device(args.device), args.set,
-                               Path(args.results) if args.results else None)
+        results = evaluate_run(
+            Path(args.run_dir),
+            check_device(args.device),
+            args.set,
+            Path(args.results) if args.results else None,
+        )
     else:
         out = Path(args.out or f"runs/reproduce-{args.name}" + (f"-{args.algo}" if args.algo else ""))
-        results = reproduce(args.name, out, args.budget, args.device, progress, args.resume, args.algo,
-                            Path(args.runs) if args.runs else None)
+        results = reproduce(
+            args.name,
+            out,
+            args.budget,
+            args.device,
+            progress,
+            args.resume,
+            args.algo,
+            Path(args.runs) if args.runs else None,
+        )
     if args.json:
         print(json.dumps(results, indent=2))
     elif args.command == "reproduce":
         print(format_table(results))
         print(f"results: {out / 'results.json'}")
     elif "returns_after_steps" in results:
-        print(f"{results['name']} ({results['algorithm']}, {results['env']}): mean episode return on "
-              f"{results['eval_tasks']} new tasks after k policy-gradient steps")
+        print(
+            f"{results['name']} ({results['algorithm']}, {results['env']}): mean episode return on "
+            f"{results['eval_tasks']} new tasks after k policy-gradient steps"
+        )
         for k, value in results["returns_after_steps"].items():
             print(f"  {k} steps: {value:.2f}")
     elif "trial_return" in results:
-        print(f"{results['name']} (rl2, {results['env']}): mean total reward of a {results['episodes']}-episode "
-              f"trial on {results['eval_tasks']} new tasks: {results['trial_return']:.2f} ± {results['ci95']:.2f}")
+        print(
+            f"{results['name']} (rl2, {results['env']}): mean total reward of a "
+            f"{results['episodes']}-episode trial on {results['eval_tasks']} new tasks: "
+            f"{results['trial_return']:.2f} ± {results['ci95']:.2f}"
+        )
     elif "accuracy" in results:
-        print(f"{results['name']} ({results['algorithm']}): accuracy on held-out alphabets, "
-              f"{results['eval_tasks']} episodes, normalisation {results['normalisation']}")
+        print(
+            f"{results['name']} ({results['algorithm']}): accuracy on held-out alphabets, "
+            f"{results['eval_tasks']} episodes, normalisation {results['normalisation']}"
+        )
         for key, value in results["accuracy"].items():
             print(f"  {key}: {100 * value:.2f}% ± {100 * results['ci95'][key]:.2f}")
     else:
-        print(f"{results['name']} ({results['algorithm']}): query MSE after k inner steps, "
-              f"{results['eval_tasks']} tasks, {results['eval_support_shots']}-shot")
+        print(
+            f"{results['name']} ({results['algorithm']}): query MSE after k inner steps, "
+            f"{results['eval_tasks']} tasks, {results['eval_support_shots']}-shot"
+        )
         for k, mse in results["mse_after_steps"].items():
             mean = "diverged" if mse is None else f"{mse:.4f} ± {results['ci95'][k]:.4f}"
-            print(f"  {k:>3} steps: mean {mean}   median {results['median_after_steps'][k]:.4f}"
-                  f"   diverged tasks {results['diverged_tasks'][k]}")
+            print(
+                f"  {k:>3} steps: mean {mean}   median {results['median_after_steps'][k]:.4f}"
+                f"   diverged tasks {results['diverged_tasks'][k]}"
+            )
     return 0
 
 

@@ -37,15 +37,19 @@ def download(url: str, destination: Path, expected_sha256: str | None, progress:
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=destination.name, disable=not progress) as bar:
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=destination.name, disable=not progress
+            ) as bar:
                 for block in iter(lambda: response.read(1 << 16), b""):
                     out.write(block)
                     bar.update(len(block))
         verify(Path(tmp), expected_sha256)
         os.replace(tmp, destination)
     except OSError as error:
-        raise MetakitError(f"could not download {url} to {destination}: {error}. Without internet, "
-                           f"download it elsewhere and put it at {destination}") from None
+        raise MetakitError(
+            f"could not download {url} to {destination}: {error}. Without internet, "
+            f"download it elsewhere and put it at {destination}"
+        ) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
     return destination

@@ -68,7 +68,9 @@ def score_runs(runs: list[Run], classify: Callable[[Run], list[int]]) -> dict:
     for run in runs:
         predicted = list(classify(run))
         if len(predicted) != len(run.test):
-            raise MetakitError(f"{run.name}: the classifier answered {len(predicted)} items, expected {len(run.test)}")
+            raise MetakitError(
+                f"{run.name}: the classifier answered {len(predicted)} items, expected {len(run.test)}"
+            )
         wrong = sum(p != a for p, a in zip(predicted, run.answers))
         rows.append({"run": run.name, "error": 100.0 * wrong / len(run.test)})
     return {"runs": rows, "mean_error": sum(r["error"] for r in rows) / len(rows)}
@@ -103,8 +105,13 @@ def mhd_classifier(run: Run) -> list[int]:
     return answers
 
 
-def make_runs(drawings: dict[str, dict[str, list[bytes]]], directory: str | Path, num_runs: int = 20,
-              ways: int = 20, generator: torch.Generator | None = None) -> Path:
+def make_runs(
+    drawings: dict[str, dict[str, list[bytes]]],
+    directory: str | Path,
+    num_runs: int = 20,
+    ways: int = 20,
+    generator: torch.Generator | None = None,
+) -> Path:
     """Write runs in the official format from PNG bytes grouped as alphabet -> character ->
     drawings: each run is `ways`-way within one alphabet, its training images by one drawer
     and its test items by another, in shuffled order (how Lake et al. built theirs)."""

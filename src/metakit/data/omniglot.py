@@ -62,7 +62,9 @@ class Omniglot:
         """(classes of the other alphabets, classes of `held_out`): no alphabet in both."""
         unknown = sorted(set(held_out) - set(self.alphabets))
         if unknown:
-            raise MetakitError(f"unknown alphabet(s) {unknown}; this data holds {sorted(set(self.alphabets))}")
+            raise MetakitError(
+                f"unknown alphabet(s) {unknown}; this data holds {sorted(set(self.alphabets))}"
+            )
         inside = [i for i, a in enumerate(self.alphabets) if a in held_out]
         return self.select(i for i in range(len(self)) if i not in set(inside)), self.select(inside)
 
@@ -83,14 +85,22 @@ def data_dir(root: str | os.PathLike | None = None) -> Path:
     return Path.home() / ".cache" / "metakit" / "omniglot"
 
 
-def load_omniglot(names: Sequence[str] = MINIMAL, root=None, image_size: int = 28, download_missing: bool = False,
-                  cache: bool = True) -> Omniglot:
+def load_omniglot(
+    names: Sequence[str] = MINIMAL,
+    root=None,
+    image_size: int = 28,
+    download_missing: bool = False,
+    cache: bool = True,
+) -> Omniglot:
     """Decode the named archives (classes concatenated in the order given)."""
     if isinstance(names, str):
         names = [names]
     parts = [_load_one(name, data_dir(root), image_size, download_missing, cache) for name in names]
-    data = Omniglot(torch.cat([p.images for p in parts]), sum((p.alphabets for p in parts), []),
-                    sum((p.characters for p in parts), []))
+    data = Omniglot(
+        torch.cat([p.images for p in parts]),
+        sum((p.alphabets for p in parts), []),
+        sum((p.characters for p in parts), []),
+    )
     # the two minimal splits share Latin and Greek (identical files): keep each class once, or
     # an episode could hold one character as two classes
     first: dict[str, int] = {}
@@ -114,7 +124,8 @@ def _load_one(name: str, root: Path, image_size: int, download_missing: bool, ca
             raise MetakitError(
                 f"Omniglot archive {name}.zip not found in {root} (nor its extracted folder). Put the "
                 f"official file there (from {URL.format(name=name)}), point METAKIT_DATA at its parent "
-                "directory, or call load_omniglot(..., download_missing=True)")
+                "directory, or call load_omniglot(..., download_missing=True)"
+            )
         download(URL.format(name=name), archive, ARCHIVES[name])
     if not archive.exists():
         return _decode(_folder_pngs(folder, name), name, image_size)
@@ -123,20 +134,35 @@ def _load_one(name: str, root: Path, image_size: int, download_missing: bool, ca
     if cache and cache_file.is_file():
         try:
             return Omniglot(**torch.load(cache_file, weights_only=True))
-        except (RuntimeError, EOFError, OSError, ValueError, TypeError, KeyError, pickle.UnpicklingError) as error:
+        except (
+            RuntimeError,
+            EOFError,
+            OSError,
+            ValueError,
+            TypeError,
+            KeyError,
+            pickle.UnpicklingError,
+        ) as error:
             # a damaged or foreign cache is rebuilt, never trusted; say so, once
-            warnings.warn(f"Omniglot cache {cache_file} is unreadable ({type(error).__name__}); "
-                          "decoding the archive again", stacklevel=3)
+            warnings.warn(
+                f"Omniglot cache {cache_file} is unreadable ({type(error).__name__}); "
+                "decoding the archive again",
+                stacklevel=3,
+            )
     try:
         with zipfile.ZipFile(archive) as zipped:
             pngs = {n: zipped.read(n) for n in zipped.namelist() if n.lower().endswith(".png")}
     except (zipfile.BadZipFile, OSError) as error:
-        raise MetakitError(f"{archive} is truncated or not a zip file ({error}); delete it and "
-                           "download it again") from None
+        raise MetakitError(
+            f"{archive} is truncated or not a zip file ({error}); delete it and download it again"
+        ) from None
     data = _decode(pngs, name, image_size)
     if cache:
         try:
-            save_torch({"images": data.images, "alphabets": data.alphabets, "characters": data.characters}, cache_file)
+            save_torch(
+                {"images": data.images, "alphabets": data.alphabets, "characters": data.characters},
+                cache_file,
+            )
         except OSError:
             pass  # a read-only cache directory only costs the next load its decoding time
     return data
@@ -147,7 +173,9 @@ def _cache_dir() -> Path:
 
 
 def _folder_pngs(folder: Path, name: str) -> dict[str, bytes]:
-    return {f"{name}/{p.relative_to(folder).as_posix()}": p.read_bytes() for p in sorted(folder.rglob("*.png"))}
+    return {
+        f"{name}/{p.relative_to(folder).as_posix()}": p.read_bytes() for p in sorted(folder.rglob("*.png"))
+    }
 
 
 def _decode(pngs: dict[str, bytes], name: str, image_size: int) -> Omniglot:
@@ -156,16 +184,20 @@ def _decode(pngs: dict[str, bytes], name: str, image_size: int) -> Omniglot:
     for path in sorted(pngs):
         parts = path.split("/")
         if len(parts) != 4 or parts[0] != name:
-            raise MetakitError(f"unexpected file {path!r} in the {name} archive; expected "
-                               f"{name}/<alphabet>/<character>/<drawing>.png")
+            raise MetakitError(
+                f"unexpected file {path!r} in the {name} archive; expected "
+                f"{name}/<alphabet>/<character>/<drawing>.png"
+            )
         groups.setdefault((parts[1], parts[2]), []).append(path)
     if not groups:
         raise MetakitError(f"the {name} archive holds no PNG images")
     counts = {len(v) for v in groups.values()}
     if len(counts) != 1:
         worst = min(groups, key=lambda k: len(groups[k]))
-        raise MetakitError(f"{name}: characters have different numbers of drawings {sorted(counts)}; "
-                           f"{'/'.join(worst)} has {len(groups[worst])} (the archive may be incomplete)")
+        raise MetakitError(
+            f"{name}: characters have different numbers of drawings {sorted(counts)}; "
+            f"{'/'.join(worst)} has {len(groups[worst])} (the archive may be incomplete)"
+        )
     classes = []
     for paths in groups.values():
         ink = np.stack([np.asarray(Image.open(io.BytesIO(pngs[p])).convert("L")) < 128 for p in paths])

@@ -31,12 +31,13 @@ def omniglot_split(config, split: str) -> Omniglot:
         if split == "train":  # rotations only where they are used: every validation call lands here
             chosen = train.with_rotations() if task.rotations else train
     if len(chosen) == 0:
-        raise MetakitError(f"the {split} split of Omniglot is empty; name alphabets in task.{split}_alphabets")
+        raise MetakitError(
+            f"the {split} split of Omniglot is empty; name alphabets in task.{split}_alphabets"
+        )
     return chosen
 
 
-def build_task(config, support_shots=None, query_shots=None, split: str = "train",
-               ways: int | None = None):
+def build_task(config, support_shots=None, query_shots=None, split: str = "train", ways: int | None = None):
     task = config.task
     support_shots, query_shots = support_shots or task.support_shots, query_shots or task.query_shots
     if task.name == "sinusoid":
@@ -55,8 +56,13 @@ def build_model(config, head: bool = True):
     """The config's model; head=False: an embedding network without the task.ways-way head."""
     if config.model.name == "mlp":
         return MLP(1, config.model.hidden_sizes, 1)
-    return Conv4(1, config.task.ways if head else None, config.model.channels,
-                 config.task.image_size, config.model.strided)
+    return Conv4(
+        1,
+        config.task.ways if head else None,
+        config.model.channels,
+        config.task.image_size,
+        config.model.strided,
+    )
 
 
 def loss_function(config):

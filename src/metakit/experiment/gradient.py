@@ -95,5 +95,13 @@ class ReptileExperiment(SupervisedAlgorithm):
 
     def build_learner(self, model):
         algo = self.config.algorithm
-        return Reptile(model, loss_function(self.config), algo.inner_lr, algo.inner_steps, algo.meta_step_size,
-                       algo.meta_step_size_final, self.config.train.iterations, chunk_size=algo.chunk_size)
+        return Reptile(
+            model,
+            loss_function(self.config),
+            algo.inner_lr,
+            algo.inner_steps,
+            algo.meta_step_size,
+            algo.meta_step_size_final,
+            self.config.train.iterations,
+            chunk_size=algo.chunk_size,
+        )

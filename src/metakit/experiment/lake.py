@@ -47,6 +47,8 @@ def score_checkpoint(runs_dir: str | Path, run_dir: str | Path, device: str = "c
     config = algo.config
     if not hasattr(config, "task") or not is_classification(config):
         raise MetakitError(f"{run_dir} is not an Omniglot run; Lake's runs need an Omniglot classifier")
-    results = score_runs(read_runs(runs_dir), learner_classifier(config, algo.learner, device, algo.fixed_head))
+    results = score_runs(
+        read_runs(runs_dir), learner_classifier(config, algo.learner, device, algo.fixed_head)
+    )
     results["checkpoint"] = str(run_dir)
     return results

@@ -61,7 +61,9 @@ class MAMLTRPOExperiment(MetaRLAlgorithm):
         self._record: list = []
 
     def step(self, generator):
-        return self.algo.step(self.env, self.config.train.meta_batch_size, self.config.train.episodes, generator)
+        return self.algo.step(
+            self.env, self.config.train.meta_batch_size, self.config.train.episodes, generator
+        )
 
     def state_dict(self):
         return {"algorithm": self.algo.state_dict()}
@@ -72,10 +74,22 @@ class MAMLTRPOExperiment(MetaRLAlgorithm):
     def evaluate(self):
         ev = self.config.eval
         self._tasks, self._record = self.eval_tasks(), []
-        returns = self.algo.evaluate(self.env, self._tasks, len(ev.step_sizes), ev.step_sizes, ev.episodes,
-                                     torch.Generator().manual_seed(ev.seed + 1), record=self._record)
-        return {"env": self.config.env.name, "returns_after_steps": returns, "eval_tasks": ev.num_tasks,
-                "eval_episodes": ev.episodes, "eval_step_sizes": ev.step_sizes}
+        returns = self.algo.evaluate(
+            self.env,
+            self._tasks,
+            len(ev.step_sizes),
+            ev.step_sizes,
+            ev.episodes,
+            torch.Generator().manual_seed(ev.seed + 1),
+            record=self._record,
+        )
+        return {
+            "env": self.config.env.name,
+            "returns_after_steps": returns,
+            "eval_tasks": ev.num_tasks,
+            "eval_episodes": ev.episodes,
+            "eval_step_sizes": ev.step_sizes,
+        }
 
     def plots(self, run_dir: Path) -> None:
         from .plots import figure, save  # noqa: PLC0415 (matplotlib only when plotting)
@@ -85,7 +99,9 @@ class MAMLTRPOExperiment(MetaRLAlgorithm):
         returns = {k: t.episode_returns().mean().item() for k, t in enumerate(self._record)}
         fig, ax = figure(figsize=(5, 4))
         ax.plot(list(returns), list(returns.values()), "o-")
-        ax.set(xlabel="policy-gradient steps at test", ylabel="mean episode return", title=self.config.env.name)
+        ax.set(
+            xlabel="policy-gradient steps at test", ylabel="mean episode return", title=self.config.env.name
+        )
         ax.grid(alpha=0.3)
         save(fig, Path(run_dir) / "returns_vs_steps.png")
         if self.config.env.name == "Navigation2D":  # the paper's figure: one task, before and after
@@ -93,8 +109,12 @@ class MAMLTRPOExperiment(MetaRLAlgorithm):
             for k, trajectories in enumerate(self._record):
                 length = int(trajectories.mask[0, 0].sum())
                 path = torch.cat([torch.zeros(1, 2), trajectories.observations[0, 0, 1:length]])
-                ax.plot(path[:, 0], path[:, 1], "-",
-                        label="pre-update" if k == 0 else f"{k} step{'s' if k > 1 else ''}")
+                ax.plot(
+                    path[:, 0],
+                    path[:, 1],
+                    "-",
+                    label="pre-update" if k == 0 else f"{k} step{'s' if k > 1 else ''}",
+                )
             ax.plot(*self._tasks[0].tolist(), "r*", markersize=14, label="goal")
             ax.set(xlim=(-0.6, 0.6), ylim=(-0.6, 0.6), aspect="equal", title="2D navigation: one test task")
             ax.legend(fontsize=8)

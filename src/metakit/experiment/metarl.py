@@ -56,4 +56,6 @@ class MetaRLAlgorithm(Algorithm):
         self.env = build_env(config.env)
 
     def eval_tasks(self) -> torch.Tensor:
-        return self.env.sample_tasks(self.config.eval.num_tasks, torch.Generator().manual_seed(self.config.eval.seed))
+        return self.env.sample_tasks(
+            self.config.eval.num_tasks, torch.Generator().manual_seed(self.config.eval.seed)
+        )

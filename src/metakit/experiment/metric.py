@@ -30,9 +30,13 @@ class MetricExperiment(SupervisedAlgorithm):
     @classmethod
     def check_config(cls, config) -> None:
         if config.task.name != "omniglot":
-            raise MetakitError(f"algorithm {config.algorithm.name!r} classifies; task {config.task.name!r} is "
-                               "regression (use task.name: omniglot)")
+            raise MetakitError(
+                f"algorithm {config.algorithm.name!r} classifies; task {config.task.name!r} is "
+                "regression (use task.name: omniglot)"
+            )
         super().check_config(config)
 
     def build_learner(self, model):
-        return PrototypicalNetwork(model) if self.config.algorithm.name == "protonet" else MatchingNetwork(model)
+        return (
+            PrototypicalNetwork(model) if self.config.algorithm.name == "protonet" else MatchingNetwork(model)
+        )

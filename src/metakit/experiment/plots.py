@@ -57,13 +57,20 @@ def plot_sinusoid_adaptation(learner, config, out: Path, steps=(1, 10), device="
     learner.eval()
     fig, ax = figure(figsize=(6, 4))
     ax.plot(grid[0, :, 0], task.evaluate(amplitude, phase, grid)[0, :, 0], "r", label="ground truth")
-    ax.plot(support_x[0, :, 0], support_y[0, :, 0], "^", color="purple", label=f"{support_x.shape[1]} points used")
+    ax.plot(
+        support_x[0, :, 0], support_y[0, :, 0], "^", color="purple", label=f"{support_x.shape[1]} points used"
+    )
     for k, style in zip((0, *steps), (":", "--", "-", "-.")):
         with torch.no_grad():
             fast = learner.adapt(support_x.to(device), support_y.to(device), steps=k)
             prediction = learner.predict(fast, grid.to(device)).cpu()
-        ax.plot(grid[0, :, 0], prediction[0, :, 0], style, color="C0" if k else "C2",
-                label="pre-update" if k == 0 else f"{k} grad step{'s' if k > 1 else ''}")
+        ax.plot(
+            grid[0, :, 0],
+            prediction[0, :, 0],
+            style,
+            color="C0" if k else "C2",
+            label="pre-update" if k == 0 else f"{k} grad step{'s' if k > 1 else ''}",
+        )
     learner.train(was_training)
     ax.set(xlabel="x", ylabel="y", title=f"{config.name}: adaptation to an unseen task")
     ax.legend(fontsize=8)

@@ -45,21 +45,55 @@ CHEETAH_BUDGETS = {"smoke": ["train.iterations=1", "train.meta_batch_size=2", "t
 REPRODUCTIONS = {
     # maml: the issue's setting (meta-trained with K=10); maml-k5: meta-trained with K=5, the
     # K of the evaluation; pretrained: the paper's baseline
-    "sinusoid": {"runs": {"maml": "sinusoid", "maml-k5": "sinusoid-k5", "pretrained": "sinusoid-pretrained"},
-                 "paper": SINUSOID_PAPER,
-                 "budgets": {"smoke": ["train.iterations=300", "train.log_every=50",
-                                       "train.checkpoint_every=100", "eval.num_tasks=100"]}},
+    "sinusoid": {
+        "runs": {"maml": "sinusoid", "maml-k5": "sinusoid-k5", "pretrained": "sinusoid-pretrained"},
+        "paper": SINUSOID_PAPER,
+        "budgets": {
+            "smoke": [
+                "train.iterations=300",
+                "train.log_every=50",
+                "train.checkpoint_every=100",
+                "eval.num_tasks=100",
+            ]
+        },
+    },
     # Finn et al. 2017, Figure 4 / Table: 40 test tasks, mean return after 0-3 test steps
-    "maml-trpo-nav2d": {"config": "maml-trpo-nav2d", "paper": {"0": -40.4, "1": -11.7, "2": -3.3, "3": -3.2},
-                        "budgets": {"smoke": ["train.iterations=2", "train.meta_batch_size=4", "train.episodes=4",
-                                              "eval.num_tasks=4", "eval.episodes=4"]}},
-    "maml-trpo-cheetah-dir": {"config": "maml-trpo-cheetah-dir", "paper": {"0": -50.7, "1": 293.2},
-                              "budgets": CHEETAH_BUDGETS},
-    "maml-trpo-cheetah-vel": {"config": "maml-trpo-cheetah-vel", "paper": {"0": -129.5, "1": -78.6},
-                              "budgets": CHEETAH_BUDGETS},
-    "omniglot-minimal": {"algos": OMNIGLOT_RUNS, "paper": OMNIGLOT_PAPER,
-                         "budgets": {"smoke": ["train.iterations=4", "train.log_every=2", "train.checkpoint_every=2",
-                                               "train.validate_every=2", "eval.num_tasks=8"]}},
+    "maml-trpo-nav2d": {
+        "config": "maml-trpo-nav2d",
+        "paper": {"0": -40.4, "1": -11.7, "2": -3.3, "3": -3.2},
+        "budgets": {
+            "smoke": [
+                "train.iterations=2",
+                "train.meta_batch_size=4",
+                "train.episodes=4",
+                "eval.num_tasks=4",
+                "eval.episodes=4",
+            ]
+        },
+    },
+    "maml-trpo-cheetah-dir": {
+        "config": "maml-trpo-cheetah-dir",
+        "paper": {"0": -50.7, "1": 293.2},
+        "budgets": CHEETAH_BUDGETS,
+    },
+    "maml-trpo-cheetah-vel": {
+        "config": "maml-trpo-cheetah-vel",
+        "paper": {"0": -129.5, "1": -78.6},
+        "budgets": CHEETAH_BUDGETS,
+    },
+    "omniglot-minimal": {
+        "algos": OMNIGLOT_RUNS,
+        "paper": OMNIGLOT_PAPER,
+        "budgets": {
+            "smoke": [
+                "train.iterations=4",
+                "train.log_every=2",
+                "train.checkpoint_every=2",
+                "train.validate_every=2",
+                "eval.num_tasks=8",
+            ]
+        },
+    },
 }
 
 
@@ -69,15 +103,24 @@ def hardware(device: str) -> str:
     return f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
-def reproduce(name: str, out: Path, budget: str = "full", device: str = "cpu",
-              progress: bool = True, resume: bool = False, algo: str | None = None,
-              lake_runs: Path | None = None) -> dict:
+def reproduce(
+    name: str,
+    out: Path,
+    budget: str = "full",
+    device: str = "cpu",
+    progress: bool = True,
+    resume: bool = False,
+    algo: str | None = None,
+    lake_runs: Path | None = None,
+) -> dict:
     if name in RL2_ROWS:
         if algo is not None or lake_runs is not None:
             raise MetakitError(f"--algo and --runs apply to omniglot-minimal, not to {name}")
         return reproduce_rl2(name, Path(out), budget, device, progress, resume)
     if name not in REPRODUCTIONS:
-        raise MetakitError(f"unknown reproduction {name!r}; expected one of {sorted([*REPRODUCTIONS, *RL2_ROWS])}")
+        raise MetakitError(
+            f"unknown reproduction {name!r}; expected one of {sorted([*REPRODUCTIONS, *RL2_ROWS])}"
+        )
     budgets = {"full": [], **REPRODUCTIONS[name]["budgets"]}
     if budget not in budgets:
         raise MetakitError(f"--budget for {name} must be one of {sorted(budgets)}, got {budget!r}")
@@ -89,9 +132,16 @@ def reproduce(name: str, out: Path, budget: str = "full", device: str = "cpu",
     if "config" in spec:  # one meta-RL run, returns after 0..3 test steps against the paper
         config = load_config(spec["config"], budgets[budget])
         run = train(config, out / spec["config"], resume=resume, device=device, progress=progress)
-        results = {"name": name, "budget": budget, "hardware": hardware(device),
-                   "returns_after_steps": run["returns_after_steps"], "paper": spec["paper"],
-                   "train_seconds": run.get("train_seconds"), "iterations": run["iterations"], "run": run}
+        results = {
+            "name": name,
+            "budget": budget,
+            "hardware": hardware(device),
+            "returns_after_steps": run["returns_after_steps"],
+            "paper": spec["paper"],
+            "train_seconds": run.get("train_seconds"),
+            "iterations": run["iterations"],
+            "run": run,
+        }
         save_json(results, out / "results.json")
         return results
     runs = {}
@@ -109,19 +159,33 @@ def reproduce(name: str, out: Path, budget: str = "full", device: str = "cpu",
             row[f"{label}_median"] = result["median_after_steps"][steps]
             row[f"{label}_diverged_tasks"] = result["diverged_tasks"][steps]
         table.append(row)
-    results = {"name": name, "budget": budget, "hardware": hardware(device),
-               "mse_after_steps": main["mse_after_steps"], "ci95": main["ci95"],
-               "paper": spec["paper"], "runs": runs, "table": table}
+    results = {
+        "name": name,
+        "budget": budget,
+        "hardware": hardware(device),
+        "mse_after_steps": main["mse_after_steps"],
+        "ci95": main["ci95"],
+        "paper": spec["paper"],
+        "runs": runs,
+        "table": table,
+    }
     save_json(results, out / "results.json")
     return results
 
 
-def reproduce_omniglot(out: Path, algo: str | None, budget: str, device: str, progress: bool,
-                       resume: bool, lake_runs: Path | None) -> dict:
+def reproduce_omniglot(
+    out: Path,
+    algo: str | None,
+    budget: str,
+    device: str,
+    progress: bool,
+    resume: bool,
+    lake_runs: Path | None,
+) -> dict:
     """Meta-train `algo` on the minimal splits (one run per N for gradient learners, whose head
     has N outputs; one for metric learners), test on held-out alphabets, and score Lake's runs
     in `lake_runs` with the 20-way model."""
-    from .lake import score_checkpoint
+    from .lake import score_checkpoint  # noqa: PLC0415 (Lake's runs only when asked for)
 
     algos = REPRODUCTIONS["omniglot-minimal"]["algos"]
     if algo not in algos:
@@ -130,32 +194,52 @@ def reproduce_omniglot(out: Path, algo: str | None, budget: str, device: str, pr
     runs, accuracy, ci95, lake = {}, {}, {}, None
     for config_name in algos[algo]:
         config = load_config(config_name, smoke)
-        runs[config_name] = result = train(config, out / config_name, resume=resume, device=device,
-                                           progress=progress)
+        runs[config_name] = result = train(
+            config, out / config_name, resume=resume, device=device, progress=progress
+        )
         accuracy.update({k: 100 * v for k, v in result["accuracy"].items()})
         ci95.update({k: 100 * v for k, v in result["ci95"].items()})
         if lake_runs is not None and lake is None and "20way1shot" in result["accuracy"]:
             lake = score_checkpoint(lake_runs, out / config_name, device)
-    results = {"name": "omniglot-minimal", "algorithm": algo, "budget": budget, "hardware": hardware(device),
-               "accuracy": accuracy, "ci95": ci95, "paper": OMNIGLOT_PAPER[algo],
-               "normalisation": sorted({r["normalisation"] for r in runs.values()}),
-               "train_seconds": round(sum(r.get("train_seconds", 0) for r in runs.values()), 1), "runs": runs}
+    results = {
+        "name": "omniglot-minimal",
+        "algorithm": algo,
+        "budget": budget,
+        "hardware": hardware(device),
+        "accuracy": accuracy,
+        "ci95": ci95,
+        "paper": OMNIGLOT_PAPER[algo],
+        "normalisation": sorted({r["normalisation"] for r in runs.values()}),
+        "train_seconds": round(sum(r.get("train_seconds", 0) for r in runs.values()), 1),
+        "runs": runs,
+    }
     if lake is not None:
-        results.update(lake_runs_mean_error=lake["mean_error"], lake_runs=lake["runs"],
-                       lake_runs_dir=str(lake_runs), lake_paper=LAKE_PAPER)
+        results.update(
+            lake_runs_mean_error=lake["mean_error"],
+            lake_runs=lake["runs"],
+            lake_runs_dir=str(lake_runs),
+            lake_paper=LAKE_PAPER,
+        )
     save_json(results, out / "results.json")
     return results
 
 
 def format_omniglot_table(results: dict) -> str:
-    lines = [f"omniglot-minimal, {results['algorithm']}, normalisation {'/'.join(results['normalisation'])}, "
-             f"trained {results['train_seconds']} s on {results['hardware']}",
-             "episodes | paper (full Omniglot) | ours (held-out alphabets, 95% CI)", "--- | --- | ---"]
+    lines = [
+        f"omniglot-minimal, {results['algorithm']}, normalisation {'/'.join(results['normalisation'])}, "
+        f"trained {results['train_seconds']} s on {results['hardware']}",
+        "episodes | paper (full Omniglot) | ours (held-out alphabets, 95% CI)",
+        "--- | --- | ---",
+    ]
     for key, value in results["accuracy"].items():
         paper = results["paper"].get(key)
-        lines.append(f"{key} | {'-' if paper is None else f'{paper:.1f}%'} | {value:.1f}% ± {results['ci95'][key]:.1f}")
+        lines.append(
+            f"{key} | {'-' if paper is None else f'{paper:.1f}%'} | {value:.1f}% ± {results['ci95'][key]:.1f}"
+        )
     if "lake_runs_mean_error" in results:
-        lines.append(f"Lake's runs error | {LAKE_PAPER['convnet']}% (ConvNet) | {results['lake_runs_mean_error']:.1f}%")
+        lines.append(
+            f"Lake's runs error | {LAKE_PAPER['convnet']}% (ConvNet) | {results['lake_runs_mean_error']:.1f}%"
+        )
     return "\n".join(lines)
 
 
@@ -165,9 +249,16 @@ def format_table(results: dict) -> str:
     if results["name"] in RL2_ROWS:
         return format_rl2_table(results)
     if "returns_after_steps" in results:
-        lines = [f"{results['name']}: {results['iterations']} iterations, {results['train_seconds']} s on "
-                 f"{results['hardware']}", "steps | paper | ours", "--- | --- | ---"]
-        lines += [f"{k} | {results['paper'].get(k, '-')} | {v:.1f}" for k, v in results["returns_after_steps"].items()]
+        lines = [
+            f"{results['name']}: {results['iterations']} iterations, {results['train_seconds']} s on "
+            f"{results['hardware']}",
+            "steps | paper | ours",
+            "--- | --- | ---",
+        ]
+        lines += [
+            f"{k} | {results['paper'].get(k, '-')} | {v:.1f}"
+            for k, v in results["returns_after_steps"].items()
+        ]
         return "\n".join(lines)
     labels = list(results["runs"])
     header = ["steps"] + [f"{label} {kind}" for label in labels for kind in ("paper", "ours")]
@@ -178,8 +269,10 @@ def format_table(results: dict) -> str:
         for label in labels:
             paper = row[f"paper_{label}"]
             mean, ci = row[label], row[f"{label}_ci95"]
-            cells += ["-" if paper is None else f"{paper:.2f}",
-                      "diverged" if mean is None else f"{mean:.3f} ± {ci:.3f}"]
+            cells += [
+                "-" if paper is None else f"{paper:.2f}",
+                "diverged" if mean is None else f"{mean:.3f} ± {ci:.3f}",
+            ]
         cells += [f"{row[f'{label}_median']:.3f}" for label in labels]
         lines.append(" | ".join(cells))
     return "\n".join(lines)

@@ -32,10 +32,22 @@ ROWS = {"rl2-bandits": [(n, k) for n in (10, 100, 500) for k in (5, 10, 50)],
         "rl2-mdp": [(n, None) for n in (10, 25, 50, 75, 100)]}
 # RL^2 training iterations per budget and row (n, k); other rows report the baselines only
 # ("baselines": no RL^2 at all). "full" takes 1.5-2 hours on one core here for each command.
-TRAINING = {"rl2-bandits": {"full": {(10, 5): 500, (10, 10): 500, (10, 50): 500, (100, 5): 250, (100, 10): 250,
-                                     (100, 50): 250, (500, 10): 150},
-                            "smoke": {(10, 5): 2, (10, 10): 2, (10, 50): 2}, "baselines": {}},
-            "rl2-mdp": {"full": {(10, None): 500, (25, None): 120}, "smoke": {(10, None): 2}, "baselines": {}}}
+TRAINING = {
+    "rl2-bandits": {
+        "full": {
+            (10, 5): 500,
+            (10, 10): 500,
+            (10, 50): 500,
+            (100, 5): 250,
+            (100, 10): 250,
+            (100, 50): 250,
+            (500, 10): 150,
+        },
+        "smoke": {(10, 5): 2, (10, 10): 2, (10, 50): 2},
+        "baselines": {},
+    },
+    "rl2-mdp": {"full": {(10, None): 500, (25, None): 120}, "smoke": {(10, None): 2}, "baselines": {}},
+}
 SMOKE = ["policy.recurrent_size=16", "train.meta_batch_size=8", "eval.num_tasks=20"]
 
 
@@ -45,7 +57,9 @@ def reproduce_rl2(name: str, out: Path, budget: str, device: str, progress: bool
     plan, rows = TRAINING[name][budget], ROWS[name]
     if budget == "smoke":
         rows = [row for row in rows if row[0] == 10]
-    methods = ["rl2"] + (list(BANDIT_METHODS) if name == "rl2-bandits" else list(MDP_METHODS) + ["epsilon-greedy"])
+    methods = ["rl2"] + (
+        list(BANDIT_METHODS) if name == "rl2-bandits" else list(MDP_METHODS) + ["epsilon-greedy"]
+    )
     table, runs = [], {}
     for n, k in rows:
         overrides = [f"train.episodes={n}"] + ([f"env.arms={k}"] if k is not None else [])
@@ -61,15 +75,26 @@ def reproduce_rl2(name: str, out: Path, budget: str, device: str, progress: bool
             scores["rl2"] = (runs[label]["trial_return"], runs[label]["ci95"])
         for method in methods[1:]:
             generator = torch.Generator().manual_seed(config.eval.seed + 1)
-            totals = (play_bandits(method, tasks, n, generator) if k is not None
-                      else play_mdps(method, tasks, n, generator))
+            totals = (
+                play_bandits(method, tasks, n, generator)
+                if k is not None
+                else play_mdps(method, tasks, n, generator)
+            )
             scores[method] = mean_ci95(totals)
         paper = PAPER[name].get((n, k), {})
         for method in methods:
             ours, ci = scores.get(method, (None, None))
-            table.append({"n": n, "k": k, "method": method, "paper": paper.get(method), "ours": ours, "ci95": ci})
-    results = {"name": name, "budget": budget, "table": table, "runs": runs, "eval_tasks": config.eval.num_tasks,
-               "rl2_iterations": {f"n{n}" + (f"-k{k}" if k else ""): its for (n, k), its in plan.items()}}
+            table.append(
+                {"n": n, "k": k, "method": method, "paper": paper.get(method), "ours": ours, "ci95": ci}
+            )
+    results = {
+        "name": name,
+        "budget": budget,
+        "table": table,
+        "runs": runs,
+        "eval_tasks": config.eval.num_tasks,
+        "rl2_iterations": {f"n{n}" + (f"-k{k}" if k else ""): its for (n, k), its in plan.items()},
+    }
     save_json(results, out / "results.json")
     plot_cumulative(name, out, runs, rows)
     return results
@@ -78,8 +103,11 @@ def reproduce_rl2(name: str, out: Path, budget: str, device: str, progress: bool
 def format_rl2_table(results: dict) -> str:
     """One line per (n, k): each method's number, ours (paper)."""
     methods = list(dict.fromkeys(row["method"] for row in results["table"]))
-    lines = [f"{results['name']} ({results['eval_tasks']} new tasks per row; ours ± 95% CI, paper in brackets)",
-             " | ".join(["n", "k"] + methods), " | ".join("---" for _ in range(len(methods) + 2))]
+    lines = [
+        f"{results['name']} ({results['eval_tasks']} new tasks per row; ours ± 95% CI, paper in brackets)",
+        " | ".join(["n", "k"] + methods),
+        " | ".join("---" for _ in range(len(methods) + 2)),
+    ]
     rows: dict = {}
     for row in results["table"]:
         rows.setdefault((row["n"], row["k"]), {})[row["method"]] = row
@@ -104,13 +132,18 @@ def plot_cumulative(name: str, out: Path, runs: dict, rows) -> None:
     config, env = algo.config, algo.env
     n, tasks = config.train.episodes, env.sample_tasks(500, torch.Generator().manual_seed(config.eval.seed))
     fig, ax = figure(figsize=(6, 4))
-    rl2 = sample_trials(env, algo.policy, tasks, n, torch.Generator().manual_seed(0)).rewards.mean(0).cumsum(0)
+    rl2 = (
+        sample_trials(env, algo.policy, tasks, n, torch.Generator().manual_seed(0)).rewards.mean(0).cumsum(0)
+    )
     ax.plot(range(1, n + 1), rl2, label="RL^2", linewidth=2)
     for method in BANDIT_METHODS:
         rewards = play_bandits_rewards(method, tasks, n, torch.Generator().manual_seed(0)).mean(0).cumsum(0)
         ax.plot(range(1, n + 1), rewards, label=method, linewidth=1)
-    ax.set(xlabel="pull", ylabel="cumulative reward (mean of 500 bandits)",
-           title=f"{config.env.arms}-armed Bernoulli bandits, {n} pulls")
+    ax.set(
+        xlabel="pull",
+        ylabel="cumulative reward (mean of 500 bandits)",
+        title=f"{config.env.arms}-armed Bernoulli bandits, {n} pulls",
+    )
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     save(fig, out / "cumulative_reward.png")

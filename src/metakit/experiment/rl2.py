@@ -55,15 +55,32 @@ class RL2Experiment(MetaRLAlgorithm):
     def __init__(self, config: RL2Config, device: str = "cpu"):
         super().__init__(config, device)
         if not self.env.discrete:
-            raise MetakitError(f"'algorithm.name' rl2 needs a discrete-action env (BernoulliBandit, TabularMDP, "
-                               f"CartPole), got {config.env.name}")
-        self.policy = RecurrentPolicy(self.env.observation_size, self.env.action_size, config.policy.recurrent_size)
+            raise MetakitError(
+                f"'algorithm.name' rl2 needs a discrete-action env (BernoulliBandit, TabularMDP, "
+                f"CartPole), got {config.env.name}"
+            )
+        self.policy = RecurrentPolicy(
+            self.env.observation_size, self.env.action_size, config.policy.recurrent_size
+        )
         a = config.algorithm
-        self.algo = RL2(self.policy, a.optimizer, a.lr, a.gamma, a.gae_lambda, a.clip, a.epochs, a.minibatches,
-                        a.value_coef, a.entropy_coef, a.max_kl)
+        self.algo = RL2(
+            self.policy,
+            a.optimizer,
+            a.lr,
+            a.gamma,
+            a.gae_lambda,
+            a.clip,
+            a.epochs,
+            a.minibatches,
+            a.value_coef,
+            a.entropy_coef,
+            a.max_kl,
+        )
 
     def step(self, generator):
-        return self.algo.step(self.env, self.config.train.meta_batch_size, self.config.train.episodes, generator)
+        return self.algo.step(
+            self.env, self.config.train.meta_batch_size, self.config.train.episodes, generator
+        )
 
     def state_dict(self):
         return {"algorithm": self.algo.state_dict(), "adam": self.algo.adam.state_dict()}
@@ -74,8 +91,18 @@ class RL2Experiment(MetaRLAlgorithm):
 
     def evaluate(self):
         """Mean total reward of one trial (train.episodes episodes) on each of eval.num_tasks new tasks."""
-        totals = self.algo.evaluate(self.env, self.eval_tasks(), self.config.train.episodes,
-                                    torch.Generator().manual_seed(self.config.eval.seed + 1))
+        totals = self.algo.evaluate(
+            self.env,
+            self.eval_tasks(),
+            self.config.train.episodes,
+            torch.Generator().manual_seed(self.config.eval.seed + 1),
+        )
         mean, ci95 = mean_ci95(totals)
-        return {"env": self.config.env.name, "arms": self.config.env.arms, "episodes": self.config.train.episodes,
-                "trial_return": mean, "ci95": ci95, "eval_tasks": len(totals)}
+        return {
+            "env": self.config.env.name,
+            "arms": self.config.env.arms,
+            "episodes": self.config.train.episodes,
+            "trial_return": mean,
+            "ci95": ci95,
+            "eval_tasks": len(totals),
+        }

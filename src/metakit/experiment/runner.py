@@ -46,14 +46,18 @@ def load(run_dir: str | Path, device: str = "cpu", overrides: list[str] = ()) ->
     `overrides` (`eval.key=value`) change evaluation settings only."""
     for item in overrides:
         if not item.strip().startswith("eval."):
-            raise MetakitError(f"only eval.* settings can change after training (the model is trained), got {item!r}")
+            raise MetakitError(
+                f"only eval.* settings can change after training (the model is trained), got {item!r}"
+            )
     run_dir = Path(run_dir)
     algo = build(read_run_config(run_dir, overrides), device)
     algo.load_state_dict(load_checkpoint(run_dir / CHECKPOINT, device)["algorithm"])
     return algo
 
 
-def train(config, run_dir: str | Path, resume: bool = False, device: str = "cpu", progress: bool = True) -> dict:
+def train(
+    config, run_dir: str | Path, resume: bool = False, device: str = "cpu", progress: bool = True
+) -> dict:
     """Train `config` into run_dir, evaluate, plot; returns results.json's content."""
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT
@@ -67,8 +71,14 @@ def train(config, run_dir: str | Path, resume: bool = False, device: str = "cpu"
         start, window, seconds = state["iteration"], state["window"], state["seconds"]
 
     tc = config.train
-    bar = tqdm(range(start, tc.iterations), initial=start, total=tc.iterations, disable=not progress,
-               desc=config.name, dynamic_ncols=True)
+    bar = tqdm(
+        range(start, tc.iterations),
+        initial=start,
+        total=tc.iterations,
+        disable=not progress,
+        desc=config.name,
+        dynamic_ncols=True,
+    )
     began = time.perf_counter() - seconds
     with (run_dir / METRICS).open("a") as metrics_file:
         for iteration in bar:
@@ -78,15 +88,28 @@ def train(config, run_dir: str | Path, resume: bool = False, device: str = "cpu"
             window.append(metrics)
             if done % tc.log_every == 0 or done == tc.iterations:
                 seconds = time.perf_counter() - began
-                row = {"iteration": done, **_mean(window), **algo.extra_metrics(done), "seconds": round(seconds, 3)}
+                row = {
+                    "iteration": done,
+                    **_mean(window),
+                    **algo.extra_metrics(done),
+                    "seconds": round(seconds, 3),
+                }
                 metrics_file.write(json.dumps(row) + "\n")
                 metrics_file.flush()
                 bar.set_postfix({k: f"{row[k]:.4g}" for k in algo.curve if k in row})
                 window = []
             if done % tc.checkpoint_every == 0 or done == tc.iterations:
                 seconds = time.perf_counter() - began
-                save_checkpoint({"algorithm": algo.state_dict(), "generator": generator.get_state(),
-                                 "iteration": done, "window": window, "seconds": seconds}, checkpoint_path)
+                save_checkpoint(
+                    {
+                        "algorithm": algo.state_dict(),
+                        "generator": generator.get_state(),
+                        "iteration": done,
+                        "window": window,
+                        "seconds": seconds,
+                    },
+                    checkpoint_path,
+                )
     bar.close()
     return finish(algo, run_dir, seconds)
 
@@ -94,10 +117,15 @@ def train(config, run_dir: str | Path, resume: bool = False, device: str = "cpu"
 def _check_finite(metrics: dict, iteration: int, checkpoint_path: Path) -> None:
     for key, value in metrics.items():
         if isinstance(value, float) and not math.isfinite(value):
-            kept = (f"The last good checkpoint ({checkpoint_path}) is kept" if checkpoint_path.exists()
-                    else "No checkpoint had been written yet")
-            raise TrainingDiverged(f"{key.replace('_', '-')} became {value} at iteration {iteration}; stopped. "
-                                   f"{kept}. Lower the learning rates (e.g. train.outer_lr or algorithm.inner_lr)")
+            kept = (
+                f"The last good checkpoint ({checkpoint_path}) is kept"
+                if checkpoint_path.exists()
+                else "No checkpoint had been written yet"
+            )
+            raise TrainingDiverged(
+                f"{key.replace('_', '-')} became {value} at iteration {iteration}; stopped. "
+                f"{kept}. Lower the learning rates (e.g. train.outer_lr or algorithm.inner_lr)"
+            )
 
 
 def _mean(window: list[dict]) -> dict:
@@ -107,27 +135,39 @@ def _mean(window: list[dict]) -> dict:
     return {key: sum(row[key] for row in window) / len(window) for key in window[0]}
 
 
-def finish(algo: Algorithm, run_dir: Path, train_seconds: float | None = None,
-           results_path: Path | None = None) -> dict:
+def finish(
+    algo: Algorithm, run_dir: Path, train_seconds: float | None = None, results_path: Path | None = None
+) -> dict:
     """Evaluate a trained algorithm; write results.json (or results_path), the learning curve
     and the algorithm's own plots."""
     config = algo.config
-    results = {"name": config.name, "algorithm": config.algorithm.name, "iterations": config.train.iterations,
-               **algo.evaluate()}
+    results = {
+        "name": config.name,
+        "algorithm": config.algorithm.name,
+        "iterations": config.train.iterations,
+        **algo.evaluate(),
+    }
     if train_seconds is not None:
         results["train_seconds"] = round(train_seconds, 1)
     results["device"] = algo.device
     save_json(results, results_path or run_dir / "results.json")
     from .plots import plot_learning_curve  # noqa: PLC0415 (matplotlib only when plotting)
+
     if (run_dir / METRICS).exists() and algo.curve:
-        plot_learning_curve(run_dir / METRICS, run_dir / "learning_curve.png", algo.curve, algo.curve_ylabel,
-                            algo.curve_log_scale)
+        plot_learning_curve(
+            run_dir / METRICS,
+            run_dir / "learning_curve.png",
+            algo.curve,
+            algo.curve_ylabel,
+            algo.curve_log_scale,
+        )
     algo.plots(run_dir)
     return results
 
 
-def evaluate_run(run_dir: str | Path, device: str = "cpu", overrides: list[str] = (),
-                 out: Path | None = None) -> dict:
+def evaluate_run(
+    run_dir: str | Path, device: str = "cpu", overrides: list[str] = (), out: Path | None = None
+) -> dict:
     """Evaluate a finished (or interrupted) run directory again, with `eval.*` overrides;
     results go to `out`, by default the run's results.json."""
     run_dir = Path(run_dir)

@@ -31,7 +31,9 @@ class TaskConfig:
     # omniglot only
     ways: int = check(lambda v: v >= 2, ">= 2", default=5)
     image_size: int = check(lambda v: v >= 16, ">= 16", default=28)
-    archives: list[str] = field(default_factory=lambda: ["images_background_small1", "images_background_small2"])
+    archives: list[str] = field(
+        default_factory=lambda: ["images_background_small1", "images_background_small2"]
+    )
     rotations: bool = True  # 90/180/270-degree rotations of the training classes as new classes
     validation_alphabets: list[str] = field(default_factory=list)
     test_alphabets: list[str] = field(default_factory=list)
@@ -68,16 +70,19 @@ class EvalConfig:
     seed: int = 1234
     # omniglot: N of the N-way test episodes (null: task.ways for learners with a task.ways-way
     # head; 5 and 20 for metric learners), and how queries are normalised
-    ways: list[int] | None = check(lambda v: v is None or all(w >= 2 for w in v), "null or ways >= 2",
-                                   default=None)
-    normalisation: str = check(lambda v: v in NORMALISATION, f"one of {NORMALISATION}",
-                               default="transductive")
+    ways: list[int] | None = check(
+        lambda v: v is None or all(w >= 2 for w in v), "null or ways >= 2", default=None
+    )
+    normalisation: str = check(
+        lambda v: v in NORMALISATION, f"one of {NORMALISATION}", default="transductive"
+    )
 
 
 @dataclass
 class StepsEvalConfig(EvalConfig):
-    steps: list[int] = check(lambda v: all(s >= 0 for s in v), "steps >= 0",
-                             default_factory=lambda: [0, 1, 5, 10])
+    steps: list[int] = check(
+        lambda v: all(s >= 0 for s in v), "steps >= 0", default_factory=lambda: [0, 1, 5, 10]
+    )
 
 
 @dataclass
@@ -127,24 +132,30 @@ class SupervisedAlgorithm(Algorithm):
         task, model = config.task, config.model.name
         expected_model = {"sinusoid": "mlp", "omniglot": "conv4"}[task.name]
         if model != expected_model:
-            raise MetakitError(f"config key 'model.name' is {model!r}, but task {task.name!r} needs "
-                               f"model {expected_model!r}")
+            raise MetakitError(
+                f"config key 'model.name' is {model!r}, but task {task.name!r} needs model {expected_model!r}"
+            )
         if task.name != "omniglot":
             return
         if not task.test_alphabets:
             raise MetakitError("config key 'task.test_alphabets' must name at least one held-out alphabet")
         overlap = set(task.test_alphabets) & set(task.validation_alphabets)
         if overlap:
-            raise MetakitError(f"alphabets {sorted(overlap)} are in both task.test_alphabets "
-                               "and task.validation_alphabets")
+            raise MetakitError(
+                f"alphabets {sorted(overlap)} are in both task.test_alphabets and task.validation_alphabets"
+            )
         every, log = config.train.validate_every, config.train.log_every
         if every % log:
-            raise MetakitError(f"config key 'train.validate_every' ({every}) must be a multiple of "
-                               f"train.log_every ({log}): validation is logged with the metrics")
+            raise MetakitError(
+                f"config key 'train.validate_every' ({every}) must be a multiple of "
+                f"train.log_every ({log}): validation is logged with the metrics"
+            )
         ways = config.eval.ways
         if cls.fixed_head and ways is not None and ways != [task.ways]:
-            raise MetakitError(f"config key 'eval.ways' is {ways}, but a {config.algorithm.name} model has a "
-                               f"{task.ways}-way head (task.ways); use [{task.ways}] or null")
+            raise MetakitError(
+                f"config key 'eval.ways' is {ways}, but a {config.algorithm.name} model has a "
+                f"{task.ways}-way head (task.ways); use [{task.ways}] or null"
+            )
 
     def step(self, generator: torch.Generator) -> dict[str, float]:
         batch = self.task.sample(self.config.train.meta_batch_size, generator).to(self.device)
@@ -157,8 +168,10 @@ class SupervisedAlgorithm(Algorithm):
         return {"meta_loss": loss}
 
     def state_dict(self) -> dict:
-        return {"learner": self.learner.state_dict(),
-                "optimizer": None if self.optimizer is None else self.optimizer.state_dict()}
+        return {
+            "learner": self.learner.state_dict(),
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.learner.load_state_dict(state["learner"])
@@ -168,7 +181,11 @@ class SupervisedAlgorithm(Algorithm):
     def extra_metrics(self, iteration: int) -> dict[str, float]:
         train = self.config.train
         every = train.validate_every
-        if every and is_classification(self.config) and (iteration % every == 0 or iteration == train.iterations):
+        if (
+            every
+            and is_classification(self.config)
+            and (iteration % every == 0 or iteration == train.iterations)
+        ):
             return {"val_accuracy": self.validation_accuracy()}
         return {}
 
@@ -176,8 +193,15 @@ class SupervisedAlgorithm(Algorithm):
         """Mean accuracy on `num_tasks` fixed episodes of the validation alphabets (N: the first
         of the evaluation's), after the most inner steps of eval.steps."""
         steps = getattr(self.config.eval, "steps", [0])
-        per_step = accuracy_after_steps(self.learner, self.config, "validation", eval_ways(self.config, self.fixed_head)[0],
-                                        num_tasks, self.device, steps=[max(steps)])
+        per_step = accuracy_after_steps(
+            self.learner,
+            self.config,
+            "validation",
+            eval_ways(self.config, self.fixed_head)[0],
+            num_tasks,
+            self.device,
+            steps=[max(steps)],
+        )
         return round(mean_ci95(next(iter(per_step.values())))[0], 4)
 
     def evaluate(self) -> dict:
@@ -186,4 +210,7 @@ class SupervisedAlgorithm(Algorithm):
     def plots(self, run_dir: Path) -> None:
         if not is_classification(self.config):
             from .plots import plot_sinusoid_adaptation  # noqa: PLC0415 (matplotlib only when plotting)
-            plot_sinusoid_adaptation(self.learner, self.config, Path(run_dir) / "adaptation.png", device=self.device)
+
+            plot_sinusoid_adaptation(
+                self.learner, self.config, Path(run_dir) / "adaptation.png", device=self.device
+            )

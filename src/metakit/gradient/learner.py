@@ -10,8 +10,8 @@ from torch.func import grad, vmap
 from torch.utils._pytree import tree_leaves
 
 from ..batch import check_pair, with_each_query
-from ..errors import MetakitError
 from ..engine import Params, call, may_call_norms, run_over_tasks
+from ..errors import MetakitError
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -56,7 +56,9 @@ class TaskLearner(nn.Module):
         if not isinstance(inner_steps, int) or inner_steps < 0:
             raise MetakitError(f"inner_steps must be an integer >= 0, got {inner_steps!r}")
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-            raise MetakitError(f"chunk_size must be None (all tasks at once) or an integer >= 1, got {chunk_size!r}")
+            raise MetakitError(
+                f"chunk_size must be None (all tasks at once) or an integer >= 1, got {chunk_size!r}"
+            )
         self.model = model
         self.loss_fn = loss_fn
         self.inner_lr = check_lr("inner_lr", inner_lr)
@@ -71,17 +73,20 @@ class TaskLearner(nn.Module):
         if loss.dim() != 0:
             raise MetakitError(
                 f"loss_fn returned shape {tuple(loss.shape)} for one task; expected a scalar "
-                "(use a loss averaged over the task's examples, e.g. F.mse_loss)")
+                "(use a loss averaged over the task's examples, e.g. F.mse_loss)"
+            )
         return loss
 
-    def _adapt_task(self, params: Params, lrs: Params, buffers: Params, x, y, steps: int,
-                    first_order: bool) -> Params:
+    def _adapt_task(
+        self, params: Params, lrs: Params, buffers: Params, x, y, steps: int, first_order: bool
+    ) -> Params:
         fast = dict(params)
         for _ in range(steps):
             # buffers go in as an argument so that in-place updates (BatchNorm's running
             # statistics) are legal inside the grad transform
             def support_loss(adapted: Params, buffers: Params) -> torch.Tensor:
                 return self._loss({**fast, **adapted}, buffers, x, y)
+
             grads = grad(support_loss)({n: fast[n] for n in self.adapt_names}, buffers)
             for name, g in grads.items():
                 # first order: the inner gradient is a constant, so d(fast)/d(params) = I
@@ -102,10 +107,17 @@ class TaskLearner(nn.Module):
         buffers = dict(self.model.named_buffers())
         num_tasks = tree_leaves(per_task)[0].shape[0]
         if not (self.model.training and buffers):
-            return run_over_tasks(lambda *a: fn(buffers, *a), shared, per_task, self.chunk_size, self.exact_norms)
+            return run_over_tasks(
+                lambda *a: fn(buffers, *a), shared, per_task, self.chunk_size, self.exact_norms
+            )
         copies = {k: b.unsqueeze(0).expand(num_tasks, *b.shape).clone() for k, b in buffers.items()}
         out, copies = run_over_tasks(
-            lambda *a: (fn(a[-1], *a[:-1]), a[-1]), shared, per_task + (copies,), self.chunk_size, self.exact_norms)
+            lambda *a: (fn(a[-1], *a[:-1]), a[-1]),
+            shared,
+            per_task + (copies,),
+            self.chunk_size,
+            self.exact_norms,
+        )
         if keep_buffers:
             with torch.no_grad():
                 for name, live in buffers.items():
@@ -130,7 +142,9 @@ class TaskLearner(nn.Module):
 
         return self.map_tasks(one_task, (params, self.step_sizes()), (support_x, support_y))
 
-    def predict(self, fast_params: Params, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def predict(
+        self, fast_params: Params, x: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Map x [T, N, ...] through each task's fast weights to predictions [T, N, ...].
 
         context [T, S, ...] (e.g. the support set): predict each example of x in a batch with
@@ -143,13 +157,21 @@ class TaskLearner(nn.Module):
         for name, value in fast_params.items():
             if value.shape[0] != num_tasks:
                 raise MetakitError(
-                    f"fast_params[{name!r}] holds {value.shape[0]} tasks but x holds {num_tasks}")
+                    f"fast_params[{name!r}] holds {value.shape[0]} tasks but x holds {num_tasks}"
+                )
         if context is None:
-            return self.map_tasks(lambda buffers, p, xx: call(self.model, p, buffers, xx), (),
-                                  (fast_params, x), keep_buffers=False)
+            return self.map_tasks(
+                lambda buffers, p, xx: call(self.model, p, buffers, xx),
+                (),
+                (fast_params, x),
+                keep_buffers=False,
+            )
         if context.shape[0] != num_tasks or context.shape[2:] != x.shape[2:]:
-            raise MetakitError(f"context has shape {tuple(context.shape)}; expected [{num_tasks}, S, "
-                               f"{', '.join(map(str, x.shape[2:]))}] like x")
+            raise MetakitError(
+                f"context has shape {tuple(context.shape)}; expected [{num_tasks}, S, "
+                f"{', '.join(map(str, x.shape[2:]))}] like x"
+            )
+
         def each_alone(buffers, p, batches):  # batches [N, S + 1, ...]: keep the last output of each
             return vmap(lambda one: call(self.model, p, buffers, one)[-1])(batches)
 

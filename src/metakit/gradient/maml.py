@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from ..batch import TaskBatch
-from ..errors import MetakitError
 from ..engine import Params
+from ..errors import MetakitError
 from .learner import LossFn, TaskLearner
 
 

@@ -26,7 +26,8 @@ class Reptile(TaskLearner):
             check_lr("meta_step_size_final", meta_step_size_final)
             if not isinstance(total_iterations, int) or total_iterations < 1:
                 raise MetakitError(
-                    f"annealing to meta_step_size_final needs total_iterations >= 1, got {total_iterations!r}")
+                    f"annealing to meta_step_size_final needs total_iterations >= 1, got {total_iterations!r}"
+                )
         self.meta_step_size_final = meta_step_size_final
         self.total_iterations = total_iterations
         # the iteration count lives in a buffer so checkpoints resume the annealing schedule

@@ -29,8 +29,9 @@ class MatchingNetwork(PrototypicalNetwork):
     def __init__(self, encoder: nn.Module, scale: float = 10.0, learn_scale: bool = True):
         super().__init__(encoder)
         if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
-            raise MetakitError(f"MatchingNetwork scale (the inverse temperature) must be a finite number > 0, "
-                               f"got {scale!r}")
+            raise MetakitError(
+                f"MatchingNetwork scale (the inverse temperature) must be a finite number > 0, got {scale!r}"
+            )
         log_scale = torch.tensor(math.log(scale))
         if learn_scale:
             self.log_scale = nn.Parameter(log_scale)

@@ -5,4 +5,12 @@ from .maml_trpo import MAMLTRPO
 from .policies import CategoricalMLPPolicy, GaussianMLPPolicy, policy_for
 from .sampling import Trajectories, rollout
 
-__all__ = ["MAMLTRPO", "CategoricalMLPPolicy", "GaussianMLPPolicy", "Trajectories", "envs", "policy_for", "rollout"]
+__all__ = [
+    "MAMLTRPO",
+    "CategoricalMLPPolicy",
+    "GaussianMLPPolicy",
+    "Trajectories",
+    "envs",
+    "policy_for",
+    "rollout",
+]

@@ -18,7 +18,6 @@ from torch import nn
 from torch.func import functional_call, grad
 
 from ..engine import may_call_norms, run_over_tasks
-
 from ..errors import MetakitError
 from ..gradient.learner import check_lr
 from .envs.base import TaskEnv
@@ -30,20 +29,33 @@ from .sampling import Trajectories, rollout
 def advantages(trajectories: Trajectories, gamma: float, gae_lambda: float) -> torch.Tensor:
     returns = discounted_returns(trajectories.rewards, trajectories.mask, gamma)
     values = linear_feature_baseline(trajectories.observations, returns, trajectories.mask)
-    return normalize(gae(trajectories.rewards, values, trajectories.mask, gamma, gae_lambda), trajectories.mask)
+    return normalize(
+        gae(trajectories.rewards, values, trajectories.mask, gamma, gae_lambda), trajectories.mask
+    )
 
 
 class MAMLTRPO(nn.Module):
-    def __init__(self, policy: nn.Module, fast_lr: float = 0.1, inner_steps: int = 1, first_order: bool = False,
-                 gamma: float = 0.99, gae_lambda: float = 1.0, max_kl: float = 0.01, cg_damping: float = 1e-5,
-                 chunk_size: int | None = None):
+    def __init__(
+        self,
+        policy: nn.Module,
+        fast_lr: float = 0.1,
+        inner_steps: int = 1,
+        first_order: bool = False,
+        gamma: float = 0.99,
+        gae_lambda: float = 1.0,
+        max_kl: float = 0.01,
+        cg_damping: float = 1e-5,
+        chunk_size: int | None = None,
+    ):
         super().__init__()
         fast_lr = check_lr("fast_lr", fast_lr)
         if not isinstance(inner_steps, int) or inner_steps < 0:
             raise MetakitError(f"inner_steps must be an integer >= 0, got {inner_steps!r}")
-        for name, value, ok, expected in (("gamma", gamma, lambda v: 0 < v <= 1, "in (0, 1]"),
-                                          ("gae_lambda", gae_lambda, lambda v: 0 <= v <= 1, "in [0, 1]"),
-                                          ("max_kl", max_kl, lambda v: 0 < v < math.inf, "finite and > 0")):
+        for name, value, ok, expected in (
+            ("gamma", gamma, lambda v: 0 < v <= 1, "in (0, 1]"),
+            ("gae_lambda", gae_lambda, lambda v: 0 <= v <= 1, "in [0, 1]"),
+            ("max_kl", max_kl, lambda v: 0 < v < math.inf, "finite and > 0"),
+        ):
             if not isinstance(value, (int, float)) or not ok(value):  # NaN fails every comparison
                 raise MetakitError(f"{name} must be {expected}, got {value!r}")
         check_lr("cg_damping", cg_damping)
@@ -58,8 +70,14 @@ class MAMLTRPO(nn.Module):
     def _inner_loss(self, params, obs, actions, adv, mask):
         return policy_gradient_loss(self.policy.log_prob(self._outputs(params, obs), actions), adv, mask)
 
-    def adapt(self, trajectories: Trajectories, adv: torch.Tensor, params=None, lr: float | None = None,
-              first_order: bool | None = None) -> dict[str, torch.Tensor]:
+    def adapt(
+        self,
+        trajectories: Trajectories,
+        adv: torch.Tensor,
+        params=None,
+        lr: float | None = None,
+        first_order: bool | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Fast weights [T, ...] after one policy-gradient step on each task's episodes, from the
         shared weights (params None) or from per-task weights [T, ...]."""
         lr = self.fast_lr if lr is None else lr
@@ -89,8 +107,13 @@ class MAMLTRPO(nn.Module):
             fast = {k: v.detach() for k, v in self._adapt_all(train, train_adv).items()}
         valid = rollout(env, self.policy, episodes, generator, params=fast)
         old_out = self._fast_outputs(fast, valid.observations).detach()
-        return {"train": train, "train_adv": train_adv, "valid": valid, "old_out": old_out,
-                "valid_adv": advantages(valid, self.gamma, self.gae_lambda)}
+        return {
+            "train": train,
+            "train_adv": train_adv,
+            "valid": valid,
+            "old_out": old_out,
+            "valid_adv": advantages(valid, self.gamma, self.gae_lambda),
+        }
 
     def objectives(self, data: dict):
         """A function of the current weights theta giving (surrogate loss, mean KL from the
@@ -112,34 +135,59 @@ class MAMLTRPO(nn.Module):
         """A function building v -> (H + damping) v, H the Hessian in theta of the mean KL of
         `objectives`, at the current theta (the sampling one): J^T F J, J through the inner step."""
         train, train_adv, valid, old_out = data["train"], data["train_adv"], data["valid"], data["old_out"]
-        weight = valid.mask / valid.mask.sum((1, 2), keepdim=True) / valid.mask.shape[0]  # of each state in the mean KL
+        weight = (
+            valid.mask / valid.mask.sum((1, 2), keepdim=True) / valid.mask.shape[0]
+        )  # of each state in the mean KL
 
         def build():
             out = self._fast_outputs(self._adapt_all(train, train_adv), valid.observations)
             metric = self.policy.fisher_diagonal(old_out) * weight[..., None]
-            return fisher_vector_product(out, metric, list(self.policy.parameters()),
-                                         self.cg_damping if damping is None else damping)
+            return fisher_vector_product(
+                out, metric, list(self.policy.parameters()), self.cg_damping if damping is None else damping
+            )
 
         return build
 
-    def step(self, env: TaskEnv, num_tasks: int, episodes: int, generator: torch.Generator | None = None) -> dict:
+    def step(
+        self, env: TaskEnv, num_tasks: int, episodes: int, generator: torch.Generator | None = None
+    ) -> dict:
         data = self.sample(env, num_tasks, episodes, generator)
-        info = trpo_step(list(self.policy.parameters()), self.objectives(data), self.max_kl, self.cg_damping,
-                         fisher=self.fisher(data))
-        return {"return_before": data["train"].episode_returns().mean().item(),
-                "return_after": data["valid"].episode_returns().mean().item(), **info}
+        info = trpo_step(
+            list(self.policy.parameters()),
+            self.objectives(data),
+            self.max_kl,
+            self.cg_damping,
+            fisher=self.fisher(data),
+        )
+        return {
+            "return_before": data["train"].episode_returns().mean().item(),
+            "return_after": data["valid"].episode_returns().mean().item(),
+            **info,
+        }
 
     def _adapt_all(self, train, adv):
         fast = None
         for _ in range(self.inner_steps):  # the same episodes each step, as in Finn et al.'s code
             fast = self.adapt(train, adv, params=fast)
-        return fast if fast is not None else {k: v.expand(train.observations.shape[0], *v.shape)
-                                              for k, v in self.policy.named_parameters()}
+        return (
+            fast
+            if fast is not None
+            else {
+                k: v.expand(train.observations.shape[0], *v.shape) for k, v in self.policy.named_parameters()
+            }
+        )
 
     @torch.no_grad()
-    def evaluate(self, env: TaskEnv, tasks: torch.Tensor, steps: int = 3, lrs=(0.1, 0.05, 0.05),
-                 episodes: int = 20, generator: torch.Generator | None = None,
-                 record: list | None = None) -> dict[str, float]:
+    def evaluate(
+        self,
+        env: TaskEnv,
+        tasks: torch.Tensor,
+        steps: int = 3,
+        lrs=(0.1, 0.05, 0.05),
+        episodes: int = 20,
+        generator: torch.Generator | None = None,
+        record: list | None = None,
+    ) -> dict[str, float]:
         """Mean episode return on `tasks` after 0..steps policy-gradient steps, each on fresh
         episodes of the current policy (the paper's test protocol; step k uses lrs[k]).
         `record`, a list, receives the Trajectories of each step."""
@@ -155,6 +203,10 @@ class MAMLTRPO(nn.Module):
             if k < steps:
                 adv = advantages(trajectories, self.gamma, self.gae_lambda)
                 with torch.enable_grad():
-                    fast = {n: v.detach() for n, v in
-                            self.adapt(trajectories, adv, params=fast, lr=lrs[k], first_order=True).items()}
+                    fast = {
+                        n: v.detach()
+                        for n, v in self.adapt(
+                            trajectories, adv, params=fast, lr=lrs[k], first_order=True
+                        ).items()
+                    }
         return returns

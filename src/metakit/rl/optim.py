@@ -110,6 +110,7 @@ def ppo_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: tor
     return -(objective * mask).sum() / mask.sum().clamp_min(1)
 
 
-def policy_gradient_loss(log_prob: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def policy_gradient_loss(log_prob: torch.Tensor, advantages: torch.Tensor,
+                         mask: torch.Tensor) -> torch.Tensor:
     """REINFORCE with advantages: -mean over valid steps of log pi(a|s) A."""
     return -(log_prob * advantages * mask).sum() / mask.sum().clamp_min(1)

@@ -128,7 +128,8 @@ class RecurrentCore(nn.Module):
     def inputs(self, obs, prev_action, prev_reward, prev_done) -> torch.Tensor:
         """[..., observation_size + actions + 2], what the GRU reads at one step."""
         if self.discrete:
-            prev_action = F.one_hot(prev_action.clamp_min(0), self.actions).float() * (prev_action >= 0)[..., None]
+            taken = (prev_action >= 0)[..., None]
+            prev_action = F.one_hot(prev_action.clamp_min(0), self.actions).float() * taken
         return torch.cat([obs, prev_action.float(), prev_reward[..., None], prev_done[..., None].float()], -1)
 
     def forward(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None):
@@ -142,7 +143,9 @@ class RecurrentPolicy(nn.Module):
     def __init__(self, observation_size: int, actions: int, hidden: int = 256):
         super().__init__()
         if hidden < 1 or actions < 2:
-            raise MetakitError(f"RecurrentPolicy needs hidden >= 1 and actions >= 2, got {hidden!r}, {actions!r}")
+            raise MetakitError(
+                f"RecurrentPolicy needs hidden >= 1 and actions >= 2, got {hidden!r}, {actions!r}"
+            )
         self.actions = actions
         self.core = RecurrentCore(observation_size, actions, hidden)
         self.logits = nn.Linear(hidden, actions)

@@ -41,20 +41,28 @@ def linear_feature_baseline(observations, returns, mask, reg: float = 1e-5) -> t
     """Value estimates [T, E, H] from a ridge regression per task of the returns on the
     features [obs, obs^2, t, t^2, t^3, 1] (t = step / 100), as rllab's LinearFeatureBaseline."""
     steps = observations.shape[-2]
-    t = (torch.arange(steps, dtype=observations.dtype) / 100.0).view(1, 1, -1, 1).expand(*observations.shape[:-1], 1)
+    t = (
+        (torch.arange(steps, dtype=observations.dtype) / 100.0)
+        .view(1, 1, -1, 1)
+        .expand(*observations.shape[:-1], 1)
+    )
     obs = observations.clamp(-10, 10)
     features = torch.cat([obs, obs**2, t, t**2, t**3, torch.ones_like(t)], -1) * mask[..., None]
     flat_f = features.flatten(1, 2)  # [T, N, F]
     flat_r = (returns * mask).flatten(1, 2)[..., None]
     gram = flat_f.transpose(1, 2) @ flat_f
     if not (torch.isfinite(gram).all() and torch.isfinite(flat_r).all()):
-        raise MetakitError("linear_feature_baseline: the observations or returns hold NaN or infinite values "
-                           "(a diverged policy or environment); no baseline can be fitted")
+        raise MetakitError(
+            "linear_feature_baseline: the observations or returns hold NaN or infinite values "
+            "(a diverged policy or environment); no baseline can be fitted"
+        )
     eye = torch.eye(gram.shape[-1], dtype=gram.dtype)
     for _ in range(5):  # rllab raises the regulariser until the system is solvable
         coeffs, info = torch.linalg.solve_ex(gram + reg * eye, flat_f.transpose(1, 2) @ flat_r)
         if (info == 0).all() and torch.isfinite(coeffs).all():
             return (features @ coeffs[:, None]).squeeze(-1) * mask
         reg *= 10
-    raise MetakitError(f"linear_feature_baseline: the ridge regression stayed singular up to a regulariser of "
-                       f"{reg / 10:g}; the features are degenerate")
+    raise MetakitError(
+        f"linear_feature_baseline: the ridge regression stayed singular up to a regulariser of "
+        f"{reg / 10:g}; the features are degenerate"
+    )

@@ -26,9 +26,21 @@ from .sampling import Trials, sample_trials
 class RL2(nn.Module):
     """The slow learner of RL^2 around a RecurrentPolicy: `step` samples trials and updates it."""
 
-    def __init__(self, policy: RecurrentPolicy, optimizer: str = "ppo", lr: float = 2e-3, gamma: float = 0.99,
-                 gae_lambda: float = 0.3, clip: float = 0.2, epochs: int = 4, minibatches: int = 4,
-                 value_coef: float = 0.5, entropy_coef: float = 0.0, max_kl: float = 0.01, max_grad_norm: float = 1.0):
+    def __init__(
+        self,
+        policy: RecurrentPolicy,
+        optimizer: str = "ppo",
+        lr: float = 2e-3,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.3,
+        clip: float = 0.2,
+        epochs: int = 4,
+        minibatches: int = 4,
+        value_coef: float = 0.5,
+        entropy_coef: float = 0.0,
+        max_kl: float = 0.01,
+        max_grad_norm: float = 1.0,
+    ):
         super().__init__()
         if optimizer not in ("ppo", "trpo"):
             raise MetakitError(f"RL^2 optimizer must be 'ppo' or 'trpo', got {optimizer!r}")
@@ -36,8 +48,19 @@ class RL2(nn.Module):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise MetakitError(f"RL^2 {name} must be an integer >= 1, got {value!r}")
         self.policy, self.optimizer_name = policy, optimizer
-        self.gamma, self.gae_lambda, self.clip, self.epochs, self.minibatches = gamma, gae_lambda, clip, epochs, minibatches
-        self.value_coef, self.entropy_coef, self.max_kl, self.max_grad_norm = value_coef, entropy_coef, max_kl, max_grad_norm
+        self.gamma, self.gae_lambda, self.clip, self.epochs, self.minibatches = (
+            gamma,
+            gae_lambda,
+            clip,
+            epochs,
+            minibatches,
+        )
+        self.value_coef, self.entropy_coef, self.max_kl, self.max_grad_norm = (
+            value_coef,
+            entropy_coef,
+            max_kl,
+            max_grad_norm,
+        )
         # PPO trains everything with Adam; with TRPO, Adam fits only the value head
         trained = policy.parameters() if optimizer == "ppo" else policy.value.parameters()
         self.adam = torch.optim.Adam(trained, lr=lr)
@@ -45,17 +68,24 @@ class RL2(nn.Module):
     def advantages(self, trials: Trials) -> torch.Tensor:
         """GAE over each whole trial (the trial is the RL^2 episode), normalised over the batch."""
         mask = torch.ones_like(trials.rewards)
-        return normalize(gae(trials.rewards, trials.values, mask, self.gamma, self.gae_lambda), mask, dims=(0, 1))
+        return normalize(
+            gae(trials.rewards, trials.values, mask, self.gamma, self.gae_lambda), mask, dims=(0, 1)
+        )
 
-    def step(self, env: TaskEnv, num_trials: int, episodes: int, generator: torch.Generator | None = None) -> dict:
+    def step(
+        self, env: TaskEnv, num_trials: int, episodes: int, generator: torch.Generator | None = None
+    ) -> dict:
         trials = sample_trials(env, self.policy, env.sample_tasks(num_trials, generator), episodes, generator)
         adv = self.advantages(trials)
         # The value head regresses on the discounted returns, as rllab's baselines did: targets
         # bootstrapped with lambda 0.3 would carry a reward back only ~1.4 steps an iteration
         returns = discounted_returns(trials.rewards, torch.ones_like(trials.rewards), self.gamma)
         self.policy.rescale_values(returns.std().clamp_min(1e-3).item())
-        info = self._ppo(trials, adv, returns, generator) if self.optimizer_name == "ppo" else \
-            self._trpo(trials, adv, returns)
+        info = (
+            self._ppo(trials, adv, returns, generator)
+            if self.optimizer_name == "ppo"
+            else self._trpo(trials, adv, returns)
+        )
         return {"trial_return": trials.totals().mean().item(), **info}
 
     def _losses(self, trials: Trials, adv, returns, rows):
@@ -105,8 +135,13 @@ class RL2(nn.Module):
         return {**info, "value_loss": value_loss.item()}
 
     @torch.no_grad()
-    def evaluate(self, env: TaskEnv, tasks: torch.Tensor, episodes: int, generator=None,
-                 chunk: int = 1000) -> torch.Tensor:
+    def evaluate(
+        self, env: TaskEnv, tasks: torch.Tensor, episodes: int, generator=None, chunk: int = 1000
+    ) -> torch.Tensor:
         """Total reward of one trial on each task: [T]."""
-        return torch.cat([sample_trials(env, self.policy, part, episodes, generator).totals()
-                          for part in tasks.split(chunk)])
+        return torch.cat(
+            [
+                sample_trials(env, self.policy, part, episodes, generator).totals()
+                for part in tasks.split(chunk)
+            ]
+        )

@@ -38,13 +38,19 @@ def per_task_policy(policy: torch.nn.Module, params: dict[str, torch.Tensor] | N
     if params is None:
         return policy
     exact = may_call_norms(policy)
-    return lambda obs: run_over_tasks(lambda p, o: functional_call(policy, p, (o,)), (), (params, obs), chunk_size,
-                                      exact)
+    return lambda obs: run_over_tasks(
+        lambda p, o: functional_call(policy, p, (o,)), (), (params, obs), chunk_size, exact
+    )
 
 
 @torch.no_grad()
-def rollout(env: TaskEnv, policy: torch.nn.Module, episodes: int, generator: torch.Generator | None = None,
-            params: dict[str, torch.Tensor] | None = None) -> Trajectories:
+def rollout(
+    env: TaskEnv,
+    policy: torch.nn.Module,
+    episodes: int,
+    generator: torch.Generator | None = None,
+    params: dict[str, torch.Tensor] | None = None,
+) -> Trajectories:
     """Run `episodes` episodes of every task set in `env` to the horizon (or until all end)."""
     act = per_task_policy(policy, params)
     obs = env.reset(episodes, generator)
@@ -78,8 +84,9 @@ class Trials:
 
 
 @torch.no_grad()
-def sample_trials(env: TaskEnv, policy, tasks: torch.Tensor, episodes: int,
-                  generator: torch.Generator | None = None) -> Trials:
+def sample_trials(
+    env: TaskEnv, policy, tasks: torch.Tensor, episodes: int, generator: torch.Generator | None = None
+) -> Trials:
     """One trial of `episodes` episodes for each task, the policy's recurrent state carried
     across them. `policy` is a RecurrentPolicy (or anything with its `inputs` and forward)."""
     if not env.discrete:
@@ -97,13 +104,17 @@ def sample_trials(env: TaskEnv, policy, tasks: torch.Tensor, episodes: int,
             action = torch.multinomial(log_probs[:, 0].exp(), 1, generator=generator)[:, 0]
             obs, reward, done = env.step(action[:, None], generator)
             obs, reward, done = obs[:, 0], reward[:, 0], done[:, 0]
-            for key, item in zip(record, (x[:, 0], action, reward, log_probs[:, 0].gather(-1, action[:, None])[:, 0],
-                                          value[:, 0])):
+            for key, item in zip(
+                record,
+                (x[:, 0], action, reward, log_probs[:, 0].gather(-1, action[:, None])[:, 0], value[:, 0]),
+            ):
                 record[key].append(item)
             prev_action, prev_reward, prev_done = action, reward, done
             if done.any():
                 if not done.all():
-                    raise MetakitError(f"trials here need episodes of one length; {type(env).__name__} ended "
-                                       f"{int(done.sum())} of {batch} episodes early")
+                    raise MetakitError(
+                        f"trials here need episodes of one length; {type(env).__name__} ended "
+                        f"{int(done.sum())} of {batch} episodes early"
+                    )
                 break
     return Trials(*(torch.stack(record[k], dim=1) for k in record))

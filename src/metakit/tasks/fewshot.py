@@ -24,8 +24,10 @@ class FewShotClassification:
                                f"{getattr(images, 'shape', type(images).__name__)}")
         if images.is_floating_point():
             if images.numel() and (images.min() < 0 or images.max() > 1):
-                raise MetakitError(f"float images must lie in [0, 1] (uint8 images are divided by 255), got values "
-                                   f"in [{images.min().item():g}, {images.max().item():g}]")
+                raise MetakitError(
+                    f"float images must lie in [0, 1] (uint8 images are divided by 255), got values "
+                    f"in [{images.min().item():g}, {images.max().item():g}]"
+                )
         elif images.dtype != torch.uint8:
             raise MetakitError(f"images must be uint8 (0-255) or floats in [0, 1], got {images.dtype}")
         classes, drawings = images.shape[:2]
@@ -35,7 +37,9 @@ class FewShotClassification:
         if ways > classes:
             raise MetakitError(f"{ways}-way episodes need at least {ways} classes; the data has {classes}")
         if shots + queries > drawings:
-            raise MetakitError(f"shots + queries = {shots + queries} exceeds the {drawings} drawings per class")
+            raise MetakitError(
+                f"shots + queries = {shots + queries} exceeds the {drawings} drawings per class"
+            )
         self.images, self.ways, self.shots, self.queries = images, ways, shots, queries
 
     def sample(self, num_tasks: int, generator: torch.Generator | None = None) -> TaskBatch:
@@ -54,5 +58,9 @@ class FewShotClassification:
             return t[:, :, lo:hi].reshape(num_tasks, self.ways * (hi - lo), *t.shape[3:])
 
         k = self.shots
-        return TaskBatch(part(x, 0, k).unsqueeze(2), part(labels, 0, k),
-                         part(x, k, per_class).unsqueeze(2), part(labels, k, per_class))
+        return TaskBatch(
+            part(x, 0, k).unsqueeze(2),
+            part(labels, 0, k),
+            part(x, k, per_class).unsqueeze(2),
+            part(labels, k, per_class),
+        )

@@ -20,7 +20,9 @@ class Sinusoid:
                 raise MetakitError(f"Sinusoid {name} must be an integer >= 1, got {value!r}")
         for name, (low, high) in (("amplitude", amplitude), ("phase", phase), ("x_range", x_range)):
             if not low <= high:
-                raise MetakitError(f"Sinusoid {name} range must be (low, high) with low <= high, got {(low, high)}")
+                raise MetakitError(
+                    f"Sinusoid {name} range must be (low, high) with low <= high, got {(low, high)}"
+                )
         self.support_shots, self.query_shots = support_shots, query_shots
         self.amplitude, self.phase, self.x_range = tuple(amplitude), tuple(phase), tuple(x_range)
 
@@ -28,8 +30,10 @@ class Sinusoid:
         """Amplitudes and phases of num_tasks tasks, each of shape [T]."""
         if not isinstance(num_tasks, int) or num_tasks < 1:
             raise MetakitError(f"num_tasks must be an integer >= 1, got {num_tasks!r}")
-        return (_uniform((num_tasks,), self.amplitude, generator),
-                _uniform((num_tasks,), self.phase, generator))
+        return (
+            _uniform((num_tasks,), self.amplitude, generator),
+            _uniform((num_tasks,), self.phase, generator),
+        )
 
     def sample(self, num_tasks: int, generator: torch.Generator | None = None) -> TaskBatch:
         amplitude, phase = self.sample_functions(num_tasks, generator)

@@ -81,7 +81,9 @@ def thompson(s, f, t, n, generator):
 
 def optimistic_thompson(s, f, t, n, generator):
     """May et al. 2012: a posterior sample, but never below the posterior mean."""
-    return argmax_random_ties(torch.maximum(sample_beta(s + 1, f + 1, generator), posterior_mean(s, f)), generator)
+    return argmax_random_ties(
+        torch.maximum(sample_beta(s + 1, f + 1, generator), posterior_mean(s, f)), generator
+    )
 
 
 @lru_cache(maxsize=4)
@@ -107,7 +109,7 @@ def gittins_tables(pulls: int, grid: int = 200) -> tuple[torch.Tensor, ...]:
     for m in range(1, pulls + 1):
         size = pulls - m + 1
         p = p_success[:size, :size]
-        pull = p * (1 + value[:, 1:size + 1, :size]) + (1 - p) * value[:, :size, 1:size + 1]
+        pull = p * (1 + value[:, 1 : size + 1, :size]) + (1 - p) * value[:, :size, 1 : size + 1]
         advantage = pull - m * lam  # pulling minus retiring, [L, size, size], decreasing in lam
         value = advantage.clamp_min(0) + m * lam
         above = (advantage > 0).sum(0).clamp(1, grid)  # first grid point where pulling no longer pays
@@ -132,12 +134,19 @@ def gittins(s, f, t, n, generator):
 
 
 BANDIT_METHODS: dict[str, Callable] = {
-    "random": random_arm, "greedy": greedy, "epsilon-greedy": epsilon_greedy(0.1), "ucb1": ucb1,
-    "thompson": thompson, "optimistic-thompson": optimistic_thompson, "gittins": gittins}
+    "random": random_arm,
+    "greedy": greedy,
+    "epsilon-greedy": epsilon_greedy(0.1),
+    "ucb1": ucb1,
+    "thompson": thompson,
+    "optimistic-thompson": optimistic_thompson,
+    "gittins": gittins,
+}
 
 
-def play_bandits_rewards(method: str | Callable, tasks: torch.Tensor, pulls: int,
-                         generator: torch.Generator | None = None) -> torch.Tensor:
+def play_bandits_rewards(
+    method: str | Callable, tasks: torch.Tensor, pulls: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """The reward of each pull of `method` on each bandit in tasks [T, k]: [T, pulls]."""
     if isinstance(method, str):
         if method not in BANDIT_METHODS:
@@ -161,7 +170,8 @@ def play_bandits_rewards(method: str | Callable, tasks: torch.Tensor, pulls: int
     return torch.stack(rewards, dim=1)
 
 
-def play_bandits(method: str | Callable, tasks: torch.Tensor, pulls: int,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+def play_bandits(
+    method: str | Callable, tasks: torch.Tensor, pulls: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Total reward of `method` over `pulls` pulls of each bandit in tasks [T, k]: [T]."""
     return play_bandits_rewards(method, tasks, pulls, generator).sum(-1)

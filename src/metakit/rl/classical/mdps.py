@@ -32,18 +32,28 @@ class Experience:
     def posterior_mean(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(transitions [T, S, A, S], mean rewards [T, S, A]) under the task prior."""
         states = self.counts.shape[-1]
-        return (self.counts + 1) / (self.visits[..., None] + states), (1 + self.reward_sums) / (1 + self.visits)
+        return (self.counts + 1) / (self.visits[..., None] + states), (1 + self.reward_sums) / (
+            1 + self.visits
+        )
 
 
-def plan(transitions: torch.Tensor, rewards: torch.Tensor, horizon: int,
-         optimistic_radius: torch.Tensor | None = None) -> torch.Tensor:
+def plan(
+    transitions: torch.Tensor,
+    rewards: torch.Tensor,
+    horizon: int,
+    optimistic_radius: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Finite-horizon value iteration: Q [T, H, S, A] with Q_h = r + P V_{h+1}. With an L1
     radius [T, S, A] it is UCRL2's extended value iteration: each P(.|s, a) is the most
     favourable distribution within that L1 distance of `transitions`."""
     value = torch.zeros(rewards.shape[:-1], dtype=rewards.dtype)  # [T, S]
     qs = []
     for _ in range(horizon):
-        p = transitions if optimistic_radius is None else optimistic_transitions(transitions, value, optimistic_radius)
+        p = (
+            transitions
+            if optimistic_radius is None
+            else optimistic_transitions(transitions, value, optimistic_radius)
+        )
         q = rewards + (p * value[:, None, None, :]).sum(-1)
         qs.append(q)
         value = q.max(-1).values
@@ -95,7 +105,9 @@ def ucrl2_q(exp, horizon, generator, delta: float = 0.05):
     _, s, a = exp.reward_sums.shape
     n = exp.visits.clamp_min(1)
     log_term = math.log(2 * s * a * max(exp.steps, 1) / delta)
-    p_hat = torch.where(exp.visits[..., None] > 0, exp.counts / n[..., None], torch.full_like(exp.counts, 1 / s))
+    p_hat = torch.where(
+        exp.visits[..., None] > 0, exp.counts / n[..., None], torch.full_like(exp.counts, 1 / s)
+    )
     rewards = exp.reward_sums / n + (2 * log_term / n).sqrt()
     radius = (14 * s * math.log(2 * a * max(exp.steps, 1) / delta) / n).sqrt()
     return plan(p_hat, rewards, horizon, optimistic_radius=radius)
@@ -108,19 +120,32 @@ def beb_q(exp, horizon, generator, beta: float = BEB_BETA):
     return plan(transitions, mean + beta / (1 + exp.visits), horizon)
 
 
-MDP_METHODS: dict[str, Callable] = {"random": random_q, "greedy": greedy_q, "psrl": psrl_q, "ucrl2": ucrl2_q,
-                                    "beb": beb_q}
+MDP_METHODS: dict[str, Callable] = {
+    "random": random_q,
+    "greedy": greedy_q,
+    "psrl": psrl_q,
+    "ucrl2": ucrl2_q,
+    "beb": beb_q,
+}
 
 
-def play_mdps(method: str | Callable, tasks: torch.Tensor, episodes: int, generator: torch.Generator | None = None,
-              epsilon: float = 0.0, env: TabularMDP | None = None) -> torch.Tensor:
+def play_mdps(
+    method: str | Callable,
+    tasks: torch.Tensor,
+    episodes: int,
+    generator: torch.Generator | None = None,
+    epsilon: float = 0.0,
+    env: TabularMDP | None = None,
+) -> torch.Tensor:
     """Total reward of `method` (one of MDP_METHODS, "epsilon-greedy": greedy with random
     actions at rate `epsilon`, 0.1 by default, or a function like those in MDP_METHODS) over
     `episodes` episodes of each MDP: [T]."""
     if method == "epsilon-greedy":
         method, epsilon = "greedy", epsilon or 0.1
     if not callable(method) and method not in MDP_METHODS:
-        raise MetakitError(f"unknown MDP method {method!r}; expected one of {sorted(MDP_METHODS) + ['epsilon-greedy']}")
+        raise MetakitError(
+            f"unknown MDP method {method!r}; expected one of {sorted(MDP_METHODS) + ['epsilon-greedy']}"
+        )
     q_function = method if callable(method) else MDP_METHODS[method]
     env = env or TabularMDP()
     env.set_tasks(tasks)

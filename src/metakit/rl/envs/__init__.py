@@ -15,8 +15,22 @@ ENVIRONMENTS: dict[str, type[TaskEnv]] = {
     "CartPole": CartPole, "Pendulum": Pendulum, "HalfCheetahVel": HalfCheetahVel,
     "HalfCheetahDir": HalfCheetahDir, "AntVel": AntVel, "AntDir": AntDir}
 
-__all__ = ["AntDir", "AntVel", "BernoulliBandit", "CartPole", "ENVIRONMENTS", "HalfCheetahDir", "HalfCheetahVel",
-           "Locomotion", "ModelEnv", "Navigation2D", "Pendulum", "TabularMDP", "TaskEnv", "make"]
+__all__ = [
+    "AntDir",
+    "AntVel",
+    "BernoulliBandit",
+    "CartPole",
+    "ENVIRONMENTS",
+    "HalfCheetahDir",
+    "HalfCheetahVel",
+    "Locomotion",
+    "ModelEnv",
+    "Navigation2D",
+    "Pendulum",
+    "TabularMDP",
+    "TaskEnv",
+    "make",
+]
 
 
 def make(name: str, **kwargs) -> TaskEnv:

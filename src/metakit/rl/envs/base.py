@@ -71,9 +71,13 @@ class TaskEnv:
             raise MetakitError(f"{type(self).__name__}.step expects actions of shape {expected} "
                                f"(tasks, episodes{'' if self.discrete else ', action_size'}), got "
                                f"{tuple(getattr(actions, 'shape', ()))}")
-        if self.discrete and (actions.dtype != torch.long or actions.min() < 0 or actions.max() >= self.action_size):
-            raise MetakitError(f"{type(self).__name__}.step expects integer actions in [0, {self.action_size}), "
-                               f"got {actions.dtype} in [{actions.min().item()}, {actions.max().item()}]")
+        if self.discrete and (
+            actions.dtype != torch.long or actions.min() < 0 or actions.max() >= self.action_size
+        ):
+            raise MetakitError(
+                f"{type(self).__name__}.step expects integer actions in [0, {self.action_size}), "
+                f"got {actions.dtype} in [{actions.min().item()}, {actions.max().item()}]"
+            )
         was_done = self.done
         obs, reward, done = self._step(actions.detach(), generator)
         self.t += 1

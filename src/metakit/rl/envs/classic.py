@@ -78,7 +78,9 @@ class Pendulum(TaskEnv):
         u = actions[..., 0].clamp(-self.max_torque, self.max_torque)
         angle = (theta + math.pi) % (2 * math.pi) - math.pi
         reward = -(angle**2 + 0.1 * theta_dot**2 + 0.001 * u**2)
-        new_dot = theta_dot + (3 * self.gravity / (2 * length) * theta.sin() + 3 / (mass * length**2) * u) * self.dt
+        new_dot = (
+            theta_dot + (3 * self.gravity / (2 * length) * theta.sin() + 3 / (mass * length**2) * u) * self.dt
+        )
         new_dot = new_dot.clamp(-self.max_speed, self.max_speed)
         following = torch.stack([theta + new_dot * self.dt, new_dot], -1)
         self.state = torch.where(self.done[..., None], self.state, following)

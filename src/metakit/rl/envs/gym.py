@@ -13,7 +13,15 @@ from .base import TaskEnv
 from .classic import Pendulum
 from .locomotion import AntDir, AntVel, HalfCheetahDir, HalfCheetahVel
 from .navigation import Navigation2D
-ACTION_BOUND = {Navigation2D: 1.0, Pendulum: 2.0, HalfCheetahVel: 1.0, HalfCheetahDir: 1.0, AntVel: 1.0, AntDir: 1.0}  # continuous actions are clipped to this
+
+ACTION_BOUND = {
+    Navigation2D: 1.0,
+    Pendulum: 2.0,
+    HalfCheetahVel: 1.0,
+    HalfCheetahDir: 1.0,
+    AntVel: 1.0,
+    AntDir: 1.0,
+}  # continuous actions are clipped to this
 
 
 class GymTaskEnv(gymnasium.Env):
@@ -34,7 +42,11 @@ class GymTaskEnv(gymnasium.Env):
         super().reset(seed=seed)
         generator = torch.Generator().manual_seed(int(self.np_random.integers(2**62)))
         task = (options or {}).get("task")
-        tasks = self.env.sample_tasks(1, generator) if task is None else torch.as_tensor(task, dtype=torch.float32)[None]
+        tasks = (
+            self.env.sample_tasks(1, generator)
+            if task is None
+            else torch.as_tensor(task, dtype=torch.float32)[None]
+        )
         self.env.set_tasks(tasks)
         self._generator = generator
         obs = self.env.reset(1, generator)
@@ -61,4 +73,5 @@ def register_all() -> None:
             gymnasium.register(env_id, entry_point=lambda cls=cls, **kwargs: GymTaskEnv(cls(**kwargs)))
 
 
-register_all()  # importing this module registers; gymnasium.make("metakit.rl.envs.gym:metakit/Navigation2D-v0") does it too
+# importing this module registers; so does gymnasium.make("metakit.rl.envs.gym:metakit/Navigation2D-v0")
+register_all()

@@ -33,10 +33,19 @@ class ModelEnv(TaskEnv):
                             ("num_models", num_models)):
             if not isinstance(value, int) or value < 1:
                 raise MetakitError(f"ModelEnv: {name} must be an integer >= 1, got {value!r}")
-        if not all(callable(f) for f in (dynamics, reward, initial_state)) or not (termination is None or callable(termination)):
-            raise MetakitError("ModelEnv needs callables: dynamics(tasks, s, a), reward(s, a, s'), "
-                               "initial_state(tasks, episodes, generator) and optionally termination(s, a, s')")
-        self.dynamics, self.reward, self.termination, self.initial_state = dynamics, reward, termination, initial_state
+        if not all(callable(f) for f in (dynamics, reward, initial_state)) or not (
+            termination is None or callable(termination)
+        ):
+            raise MetakitError(
+                "ModelEnv needs callables: dynamics(tasks, s, a), reward(s, a, s'), "
+                "initial_state(tasks, episodes, generator) and optionally termination(s, a, s')"
+            )
+        self.dynamics, self.reward, self.termination, self.initial_state = (
+            dynamics,
+            reward,
+            termination,
+            initial_state,
+        )
         self.observation_size, self.action_size, self.num_models = observation_size, action_size, num_models
         self.horizon, self.bounds = check_horizon(horizon), bounds
 
@@ -48,7 +57,9 @@ class ModelEnv(TaskEnv):
         self.state = self.initial_state(self.num_tasks, episodes, generator)
         expected = (self.num_tasks, episodes, self.observation_size)
         if tuple(self.state.shape) != expected:
-            raise MetakitError(f"ModelEnv: initial_state gave shape {tuple(self.state.shape)}, expected {expected}")
+            raise MetakitError(
+                f"ModelEnv: initial_state gave shape {tuple(self.state.shape)}, expected {expected}"
+            )
         return self.state.clone()
 
     def _step(self, actions: torch.Tensor, generator):
@@ -56,12 +67,17 @@ class ModelEnv(TaskEnv):
         with torch.no_grad():
             predicted = self.dynamics(self.tasks, state, actions)
         if predicted.shape != state.shape:
-            raise MetakitError(f"ModelEnv: dynamics gave shape {tuple(predicted.shape)}, expected {tuple(state.shape)}")
+            raise MetakitError(
+                f"ModelEnv: dynamics gave shape {tuple(predicted.shape)}, expected {tuple(state.shape)}"
+            )
         if self.bounds is not None:  # a model's prediction far outside the data is noise: keep it sane
             predicted = predicted.clamp(*self.bounds)
         predicted = torch.where(self.done[..., None], state, predicted)  # done episodes stay frozen
         reward = self.reward(state, actions, predicted)
-        done = (self.termination(state, actions, predicted) if self.termination is not None
-                else torch.zeros_like(self.done))
+        done = (
+            self.termination(state, actions, predicted)
+            if self.termination is not None
+            else torch.zeros_like(self.done)
+        )
         self.state = predicted
         return predicted.clone(), reward, done.bool()

@@ -29,7 +29,11 @@ class Navigation2D(TaskEnv):
         return self.position.clone()
 
     def _step(self, actions, generator):
-        move = (actions * self.max_move).clamp(-self.max_move, self.max_move).masked_fill(self.done[..., None], 0.0)  # done: frozen
+        move = (
+            (actions * self.max_move)
+            .clamp(-self.max_move, self.max_move)
+            .masked_fill(self.done[..., None], 0.0)
+        )  # done: frozen
         self.position = self.position + move
         offset = self.position - self.tasks[:, None]
         reward = -offset.norm(dim=-1)

@@ -14,7 +14,12 @@ class TabularMDP(TaskEnv):
 
     def __init__(self, states: int = 10, actions: int = 5, horizon: int = 10):
         super().__init__()
-        self.states, self.action_size, self.horizon, self.observation_size = states, actions, check_horizon(horizon), states
+        self.states, self.action_size, self.horizon, self.observation_size = (
+            states,
+            actions,
+            check_horizon(horizon),
+            states,
+        )
 
     def sample_tasks(self, num_tasks, generator=None):
         """[T, S, A, S + 1]: transition probabilities, then the mean reward in the last slot."""
