@@ -10,7 +10,7 @@ import importlib
 
 from ..errors import MetakitError
 
-ALGORITHMS: dict[str, str] = {
+ALGORITHMS: dict[str, str | type] = {
     "maml": "metakit.experiment.gradient:MAMLExperiment",
     "fomaml": "metakit.experiment.gradient:MAMLExperiment",
     "metasgd": "metakit.experiment.gradient:MAMLExperiment",
@@ -24,6 +24,20 @@ ALGORITHMS: dict[str, str] = {
 }
 
 
+def register(name: str, target: str | type) -> None:
+    """Make `algorithm: {name: NAME}` configs train `target`: an Algorithm subclass, or its
+    "module:Class" path (imported when first used). Your own families plug in here."""
+    from .protocol import Algorithm  # noqa: PLC0415
+
+    if not isinstance(name, str) or not name:
+        raise MetakitError(f"an algorithm name must be a non-empty string, got {name!r}")
+    is_path = isinstance(target, str) and ":" in target
+    if not is_path and not (isinstance(target, type) and issubclass(target, Algorithm)):
+        raise MetakitError(f"register({name!r}, ...) needs an Algorithm subclass or a 'module:Class' path, "
+                           f"got {target!r}")
+    ALGORITHMS[name] = target
+
+
 def algorithm_names() -> list[str]:
     return sorted(ALGORITHMS)
 
@@ -32,5 +46,8 @@ def algorithm_class(name: str):
     """The Algorithm subclass registered as `name`."""
     if name not in ALGORITHMS:
         raise MetakitError(f"config key 'algorithm.name' must be one of {algorithm_names()}, got {name!r}")
-    module, attribute = ALGORITHMS[name].split(":")
+    target = ALGORITHMS[name]
+    if isinstance(target, type):
+        return target
+    module, attribute = target.split(":")
     return getattr(importlib.import_module(module), attribute)
