@@ -153,44 +153,26 @@ def test_reproduce_omniglot_smoke_writes_accuracy_and_lake_error(real_omniglot, 
     assert code == 2 and "--algo, one of ['fomaml', 'maml', 'matching', 'protonet', 'reptile']" in err
 
 
-def test_short_maml_run_beats_chance_on_held_out_alphabets_and_refuses_20way_runs(
-    real_omniglot, tmp_path, cli
-):
-    config = load_config(
-        "omniglot-maml-5way",
-        [
-            "train.iterations=60",
-            "train.meta_batch_size=16",
-            "train.log_every=20",
-            "train.validate_every=0",
-            "eval.num_tasks=100",
-            "eval.steps=[0,3]",
-            "eval.normalisation=inductive",
-        ],
-    )
+def test_short_maml_run_beats_chance_on_held_out_alphabets_and_refuses_20way_runs(real_omniglot, tmp_path, cli):
+    config = load_config("omniglot-maml-5way", [
+        "train.iterations=60", "train.meta_batch_size=16", "train.log_every=20", "train.validate_every=0",
+        "eval.num_tasks=100", "eval.steps=[0,3]", "eval.normalisation=transductive"])
     results = train(config, tmp_path / "run", progress=False)
-    assert results["normalisation"] == "inductive"
-    # chance: 0.2; 60 iterations reach 0.49 on one thread and more on two (float sums differ)
+    assert results["normalisation"] == "transductive"
+    # chance: 0.2; 60 iterations reach about 0.5 (float sums differ with the thread count)
     assert results["accuracy"]["5way1shot"] > 0.4, results
     assert results["accuracy_after_steps"]["5way1shot"]["0"] < 0.35  # the head knows nothing before adapting
     runs = _held_out_runs(real_omniglot, tmp_path / "lake", num_runs=1)
     code, _, err = cli("omniglot-runs", "--runs", runs, "--checkpoint", tmp_path / "run")
     assert code == 2 and "run01 is 20-way but this run's model has a 5-way head" in err
     # the same run evaluated again with the other normalisation policy, beside its results
-    code, _, err = cli(
-        "eval",
-        tmp_path / "run",
-        "--set",
-        "eval.normalisation=transductive",
-        "--set",
-        "eval.num_tasks=30",
-        "--results",
-        tmp_path / "transductive.json",
-        "--quiet",
-    )
+    # (inductive: each query with the support set alone, 26 forward passes an episode)
+    code, _, err = cli("eval", tmp_path / "run", "--set", "eval.normalisation=inductive", "--set", "eval.num_tasks=20",
+                       "--results", tmp_path / "inductive.json", "--quiet")
     assert code == 0, err
-    other = json.loads((tmp_path / "transductive.json").read_text())
-    assert other["normalisation"] == "transductive" and other["eval_tasks"] == 30
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["normalisation"] == "inductive"
+    other = json.loads((tmp_path / "inductive.json").read_text())
+    assert other["normalisation"] == "inductive" and other["eval_tasks"] == 20
+    assert other["accuracy"]["5way1shot"] > 0.3, other
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["normalisation"] == "transductive"
     code, _, err = cli("eval", tmp_path / "run", "--set", "train.iterations=5")
     assert code == 2 and "only eval.* settings can change after training" in err

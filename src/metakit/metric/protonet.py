@@ -71,7 +71,7 @@ class PrototypicalNetwork(nn.Module):
         return F.cross_entropy(logits.flatten(0, 1), batch.query_y.flatten())
 
     def meta_backward(self, batch: TaskBatch) -> torch.Tensor:
-        """loss(batch).backward(); returns the detached loss (the trainer's common interface)."""
+        """loss(batch).backward(); returns the detached loss (what the runner's step uses)."""
         loss = self.loss(batch)
         loss.backward()
         return loss.detach()
