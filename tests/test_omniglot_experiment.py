@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+import metakit
 from metakit import MAML, MatchingNetwork, MetakitError, PrototypicalNetwork, TaskBatch
 from metakit.data.lake_runs import make_runs
 from metakit.experiment import load_config, train
@@ -147,13 +148,18 @@ def test_reproduce_omniglot_smoke_writes_accuracy_and_lake_error(real_omniglot, 
     )
     assert code == 0, err
     assert json.loads(scored)["mean_error"] == results["lake_runs_mean_error"]
+    # metakit.load gives the trained ProtoNet back: its episodes score as results.json says
+    algo = metakit.load(out / "omniglot-protonet")
+    assert isinstance(algo.learner, PrototypicalNetwork) and algo.config.algorithm.name == "protonet"
+    assert algo.evaluate()["accuracy"] == results["runs"]["omniglot-protonet"]["accuracy"]
     code, _, err = cli(
         "reproduce", "omniglot-minimal", "--algo", "mamal", "--budget", "smoke", "--out", tmp_path / "x"
     )
     assert code == 2 and "--algo, one of ['fomaml', 'maml', 'matching', 'protonet', 'reptile']" in err
 
 
-def test_short_maml_run_beats_chance_on_held_out_alphabets_and_refuses_20way_runs(real_omniglot, tmp_path, cli):
+def test_short_maml_run_beats_chance_on_held_out_alphabets_and_refuses_20way_runs(real_omniglot, tmp_path,
+                                                                                   cli):
     config = load_config("omniglot-maml-5way", [
         "train.iterations=60", "train.meta_batch_size=16", "train.log_every=20", "train.validate_every=0",
         "eval.num_tasks=100", "eval.steps=[0,3]", "eval.normalisation=transductive"])
@@ -167,8 +173,8 @@ def test_short_maml_run_beats_chance_on_held_out_alphabets_and_refuses_20way_run
     assert code == 2 and "run01 is 20-way but this run's model has a 5-way head" in err
     # the same run evaluated again with the other normalisation policy, beside its results
     # (inductive: each query with the support set alone, 26 forward passes an episode)
-    code, _, err = cli("eval", tmp_path / "run", "--set", "eval.normalisation=inductive", "--set", "eval.num_tasks=20",
-                       "--results", tmp_path / "inductive.json", "--quiet")
+    code, _, err = cli("eval", tmp_path / "run", "--set", "eval.normalisation=inductive",
+                       "--set", "eval.num_tasks=20", "--results", tmp_path / "inductive.json", "--quiet")
     assert code == 0, err
     other = json.loads((tmp_path / "inductive.json").read_text())
     assert other["normalisation"] == "inductive" and other["eval_tasks"] == 20

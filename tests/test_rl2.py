@@ -1,4 +1,6 @@
 """RL^2: the recurrent policy's memory across episodes and trials, learning on bandits, configs."""
+import json
+
 import pytest
 import torch
 
@@ -115,6 +117,10 @@ def test_rl2_resumes_after_a_kill_to_the_same_weights_and_optimizer(tmp_path, wh
     whole, killed = whole_and_resumed_runs("rl2-bandits", small, 40, tmp_path)
     for a, b in zip(metakit.load(whole).policy.parameters(), metakit.load(killed).policy.parameters()):
         assert torch.equal(a, b)  # Adam's moments were restored too, or the steps after the resume differ
+    # metakit.load gives the trained RL^2 back: its policy plays new bandits as results.json says
+    algo = metakit.load(whole)
+    assert isinstance(algo.policy, RecurrentPolicy) and algo.config.train.episodes == 10
+    assert algo.evaluate()["trial_return"] == json.loads((whole / "results.json").read_text())["trial_return"]
 
 
 def test_value_head_keeps_its_predictions_when_the_return_scale_changes_and_fits_long_trials():

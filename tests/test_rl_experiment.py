@@ -7,6 +7,7 @@ import torch
 import metakit
 from metakit import MetakitError
 from metakit.experiment import load_config
+from metakit.rl.policies import GaussianMLPPolicy
 
 SMALL = ["env.horizon=10", "train.meta_batch_size=4", "train.episodes=4", "train.checkpoint_every=2",
          "eval.num_tasks=4", "eval.episodes=4", "policy.hidden_sizes=[16,16]"]
@@ -42,6 +43,9 @@ def test_reproduce_nav2d_smoke_writes_returns_after_steps(tmp_path, cli):
     code, evaluated, err = cli("eval", tmp_path / "maml-trpo-nav2d", "--json")
     assert code == 0, err
     assert json.loads(evaluated)["returns_after_steps"] == results["returns_after_steps"]
+    algo = metakit.load(tmp_path / "maml-trpo-nav2d")  # the trained policy, ready to adapt
+    assert isinstance(algo.policy, GaussianMLPPolicy) and algo.env.horizon == 100
+    assert algo.evaluate()["returns_after_steps"] == results["returns_after_steps"]
 
 
 @pytest.mark.parametrize("name", ["rl2-bandits", "rl2-mdp"])
