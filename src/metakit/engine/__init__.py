@@ -115,9 +115,11 @@ def run_over_tasks(fn: Callable, shared: tuple, per_task: tuple, chunk_size: int
         outputs = [fn(*shared, *tree_map(lambda t: t[i], per_task)) for i in range(num_tasks)]
         return tree_map(lambda *xs: torch.stack(xs), *outputs)
     size = num_tasks if chunk_size is None else chunk_size
+    # one chunk takes the tensors as they are: a slice would add a node to the backward graph
+    chunks = [per_task] if size >= num_tasks else [
+        tree_map(lambda t: t[start:start + size], per_task) for start in range(0, num_tasks, size)]
     with exact_norms() if exact else contextlib.nullcontext():
-        outputs = [vmap(fn, in_dims=in_dims)(*shared, *tree_map(lambda t: t[start:start + size], per_task))
-                   for start in range(0, num_tasks, size)]
+        outputs = [vmap(fn, in_dims=in_dims)(*shared, *chunk) for chunk in chunks]
     return outputs[0] if len(outputs) == 1 else tree_map(lambda *xs: torch.cat(xs), *outputs)
 
 
