@@ -16,7 +16,7 @@ FAST = ["train.log_every=10", "eval.num_tasks=20", "eval.steps=[0,1]"]
 
 def test_unknown_key_and_bad_values_name_the_key(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("algorithm: {name: maml}\ntrain: {iteratons: 10}\n")
+    path.write_text("task: {name: sinusoid}\nalgorithm: {name: maml}\ntrain: {iteratons: 10}\n")
     with pytest.raises(
         MetakitError, match=r"unknown config key 'train.iteratons'; expected one of .*'iterations'"
     ):

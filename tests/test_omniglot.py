@@ -90,7 +90,8 @@ def test_download_verifies_and_is_atomic(tmp_path, monkeypatch, make_archive):
     data = omniglot.load_omniglot(
         ["images_background_small1"], root=tmp_path / "fresh", download_missing=True
     )
-    assert len(data) == 5 and (tmp_path / "fresh" / "images_background_small1.zip").is_file()
+    # root means what METAKIT_DATA means: the archive lands in root/omniglot/
+    assert len(data) == 5 and (tmp_path / "fresh" / "omniglot" / "images_background_small1.zip").is_file()
 
 
 def test_real_minimal_splits(real_omniglot):

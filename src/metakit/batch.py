@@ -26,6 +26,14 @@ class TaskBatch:
                 raise MetakitError(
                     f"TaskBatch.{name} has shape {tuple(value.shape)}; expected [tasks, examples, ...] "
                     "(a leading task dimension, then the examples of each task)")
+        for name in ("support_x", "query_x"):
+            value = getattr(self, name)
+            if value.dim() < 3:
+                raise MetakitError(
+                    f"TaskBatch.{name} has shape {tuple(value.shape)}; expected [tasks, examples, "
+                    "features...]: without a feature dimension it would read as tasks of one-number "
+                    "examples. Add the missing dimension: x[None] for one task, x[..., None] for "
+                    "scalar inputs")
         check_pair("support", self.support_x, self.support_y)
         check_pair("query", self.query_x, self.query_y)
         if self.support_x.shape[0] != self.query_x.shape[0]:

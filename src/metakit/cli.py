@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -19,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         p.add_argument("--json", action="store_true", help="print the results as JSON only")
         p.add_argument("--data", help="directory holding omniglot/ (default $METAKIT_DATA)")
+        p.add_argument("--download", action="store_true",
+                       help="download missing datasets (checked against their SHA-256 where pinned)")
 
     p = sub.add_parser("train", help="meta-train from a YAML config (a path or a bundled name)")
     p.add_argument("config")
@@ -32,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir")
     p.add_argument("--set", action="append", default=[], metavar="eval.KEY=VALUE",
                    help="change an evaluation setting, e.g. --set eval.normalisation=inductive")
-    p.add_argument("--results", help="write the results here (default RUN_DIR/results.json)")
+    p.add_argument("--results", help="write the results here (default: a new RUN_DIR/results-eval*.json)")
+    p.add_argument("--replace", action="store_true", help="write over the run's own results.json")
     common(p)
 
     p = sub.add_parser("reproduce", help="run a paper's headline experiment")
@@ -62,18 +66,37 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("list", help="bundled configs and reproductions")
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     try:
         return _run(args)
     except MetakitError as error:
         print(f"metakit: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"metakit: interrupted. {_resume_advice(args, argv)}", file=sys.stderr)
+        return 130
+
+
+def _resume_advice(args, argv: list[str]) -> str:
+    """Where the last checkpoint is, and the exact command that continues from it."""
+    out = getattr(args, "resolved_out", None)
+    if out is None:
+        return "Nothing had been trained yet."
+    checkpoints = sorted(out.glob("**/checkpoint.pt"), key=lambda p: p.stat().st_mtime)
+    if not checkpoints:
+        return f"No checkpoint had been written in {out} yet; run the same command again to start over."
+    command = ["metakit", *[a for a in argv if a != "--resume"]]
+    if "--out" not in argv:
+        command += ["--out", str(out)]
+    return (f"The last checkpoint is {checkpoints[-1]}; continue with: "
+            f"{shlex.join([*command, '--resume'])}")
 
 
 def _run(args) -> int:
     from .experiment import config as cfg
     from .experiment.reproduce import REPRODUCTIONS, RL2_ROWS, format_table, reproduce
-    from .experiment.runner import check_device, evaluate_run, train
+    from .experiment.runner import check_device, evaluate_run, new_results_path, train
 
     if args.command == "omniglot-runs":
         from .data.lake_runs import mhd_classifier, read_runs, score_runs
@@ -97,19 +120,24 @@ def _run(args) -> int:
     progress = not (args.quiet or args.json)
     if args.data:
         os.environ["METAKIT_DATA"] = args.data  # read by metakit.data.omniglot.data_dir
+    if args.download:
+        os.environ["METAKIT_DOWNLOAD"] = "1"  # read by metakit.data.omniglot.load_omniglot
     if args.command == "train":
         config = cfg.load_config(args.config, args.set)
-        out = Path(args.out or f"runs/{config.name}")
+        out = args.resolved_out = Path(args.out or f"runs/{config.name}")
         results = train(config, out, resume=args.resume, device=args.device, progress=progress)
     elif args.command == "eval":
-        results = evaluate_run(
-            Path(args.run_dir),
-            check_device(args.device),
-            args.set,
-            Path(args.results) if args.results else None,
-        )
+        if args.results and args.replace:
+            raise MetakitError("pass --results FILE or --replace, not both")
+        run_dir = Path(args.run_dir)
+        target = run_dir / "results.json" if args.replace else Path(args.results) if args.results else None
+        target = target or new_results_path(run_dir)
+        results = evaluate_run(run_dir, check_device(args.device), args.set, target, progress=progress)
+        if not args.json:
+            print(f"results: {target}")
     else:
-        out = Path(args.out or f"runs/reproduce-{args.name}" + (f"-{args.algo}" if args.algo else ""))
+        out = args.resolved_out = Path(
+            args.out or f"runs/reproduce-{args.name}" + (f"-{args.algo}" if args.algo else ""))
         results = reproduce(
             args.name,
             out,

@@ -77,24 +77,37 @@ class Omniglot:
 
 
 def data_dir(root: str | os.PathLike | None = None) -> Path:
-    """root, else $METAKIT_DATA/omniglot, else ~/.cache/metakit/omniglot."""
+    """Where the Omniglot archives are: DATA/omniglot, with DATA the `root` argument, else
+    $METAKIT_DATA (what `--data` sets), else ~/.cache/metakit: one meaning everywhere. A root
+    that itself holds the archives (or their extracted folders) is taken as it is."""
     if root is not None:
-        return Path(root)
-    if os.environ.get("METAKIT_DATA"):
-        return Path(os.environ["METAKIT_DATA"]) / "omniglot"
-    return Path.home() / ".cache" / "metakit" / "omniglot"
+        base = Path(root)
+    elif os.environ.get("METAKIT_DATA"):
+        base = Path(os.environ["METAKIT_DATA"])
+    else:
+        base = Path.home() / ".cache" / "metakit"
+    holds_archives = any((base / f"{n}.zip").exists() or (base / n).is_dir() for n in ARCHIVES)
+    return base if holds_archives and not (base / "omniglot").is_dir() else base / "omniglot"
+
+
+def download_by_default() -> bool:
+    """METAKIT_DOWNLOAD=1 (what `--download` sets) lets missing archives be downloaded."""
+    return os.environ.get("METAKIT_DOWNLOAD", "") not in ("", "0")
 
 
 def load_omniglot(
     names: Sequence[str] = MINIMAL,
     root=None,
     image_size: int = 28,
-    download_missing: bool = False,
+    download_missing: bool | None = None,
     cache: bool = True,
 ) -> Omniglot:
-    """Decode the named archives (classes concatenated in the order given)."""
+    """Decode the named archives (classes concatenated in the order given) from data_dir(root).
+    download_missing: fetch missing archives (None: only when METAKIT_DOWNLOAD=1, --download)."""
     if isinstance(names, str):
         names = [names]
+    if download_missing is None:
+        download_missing = download_by_default()
     parts = [_load_one(name, data_dir(root), image_size, download_missing, cache) for name in names]
     data = Omniglot(
         torch.cat([p.images for p in parts]),
@@ -123,8 +136,9 @@ def _load_one(name: str, root: Path, image_size: int, download_missing: bool, ca
         if not download_missing:
             raise MetakitError(
                 f"Omniglot archive {name}.zip not found in {root} (nor its extracted folder). Put the "
-                f"official file there (from {URL.format(name=name)}), point METAKIT_DATA at its parent "
-                "directory, or call load_omniglot(..., download_missing=True)"
+                f"official file there (from {URL.format(name=name)}) and point METAKIT_DATA (or --data) "
+                f"at {root.parent if root.name == 'omniglot' else root}; or download it: `metakit ... "
+                "--download`, METAKIT_DOWNLOAD=1, or load_omniglot(..., download_missing=True)"
             )
         download(URL.format(name=name), archive, ARCHIVES[name])
     if not archive.exists():

@@ -1,6 +1,7 @@
 """Typed experiment configs: YAML -> dataclasses, with errors that name the offending key."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import types
@@ -16,9 +17,16 @@ from ..errors import MetakitError
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-def check(predicate, expected: str, **kwargs):
-    """A dataclass field whose values must satisfy `predicate`, described as `expected`."""
-    return field(metadata={"check": (predicate, expected)}, **kwargs)
+def check(predicate, expected: str, only: tuple[str, ...] | None = None, **kwargs):
+    """A dataclass field whose values must satisfy `predicate`, described as `expected`.
+    only: the values of the section's `name` for which the field applies (e.g. task.ways for
+    omniglot); elsewhere setting it is an error, and the saved config leaves it out."""
+    return field(metadata={"check": (predicate, expected), "only": only}, **kwargs)
+
+
+def applies_to(only: tuple[str, ...], **kwargs):
+    """A field without a range check that applies only where the section's name is in `only`."""
+    return field(metadata={"only": only}, **kwargs)
 
 
 positive = (lambda v: v > 0, "> 0")
@@ -50,7 +58,13 @@ def from_dict(cls, data: Any, path: str = "", owner: str | None = None):
         rule = fields[name].metadata.get("check")
         if rule and values[name] is not None and not rule[0](values[name]):
             raise MetakitError(f"config key {key!r} must be {rule[1]}, got {value!r}")
-    return cls(**values)
+    section = cls(**values)
+    for name in data:
+        only = fields[name].metadata.get("only")
+        if only and section.name not in only:
+            raise MetakitError(f"config key {_join(path, name)!r} applies to {_join(path, 'name')} "
+                               f"{' or '.join(only)}, not {section.name!r}")
+    return section
 
 
 def _join(path: str, name: str) -> str:
@@ -77,6 +91,13 @@ def _coerce(value: Any, kind, key: str):
         if not math.isfinite(value):
             raise MetakitError(f"config key {key!r} must be a finite number, got {value!r}")
         return float(value)
+    if kind is int and isinstance(value, str):  # 1e3 (read as a string by PyYAML)
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if math.isfinite(number) and number == int(number):
+            return int(number)
     if kind is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if kind in (str, bool) and isinstance(value, kind):
@@ -138,13 +159,26 @@ def config_from_dict(data: Any, where: str = "the config"):
         raise MetakitError(f"{where} names no algorithm; add `algorithm: {{name: ...}}` with one of "
                            f"{algorithm_names()}")
     cls = algorithm_class(name)
+    for section, choices in cls.named_sections.items():
+        given = data.get(section)
+        if not isinstance(given, dict) or given.get("name") is None:
+            raise MetakitError(f"{where} names no {section}; add `{section}: {{name: ...}}` "
+                               f"with one of {choices}")
     config = from_dict(cls.config_class(name), data, owner=name)
     cls.check_config(config)
     return config
 
 
 def to_dict(config) -> dict:
-    return dataclasses.asdict(config)
+    """The config as nested dicts, without the fields that do not apply (see `check(only=...)`)."""
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        only = f.metadata.get("only")
+        if only and config.name not in only:
+            continue
+        out[f.name] = to_dict(value) if dataclasses.is_dataclass(value) else copy.deepcopy(value)
+    return out
 
 
 def dump_config(config, path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+from tqdm.auto import tqdm
 
 from ..batch import TaskBatch
 from ..metric import PrototypicalNetwork
@@ -21,14 +22,19 @@ def mean_ci95(values: torch.Tensor) -> tuple[float | None, float | None]:
     return values.mean().item(), half
 
 
-def evaluate(learner, config, device: str = "cpu", fixed_head: bool = True) -> dict:
+def progress_bar(total: int, description: str, enabled: bool) -> tqdm:
+    return tqdm(total=total, desc=description, disable=not enabled, dynamic_ncols=True, leave=False)
+
+
+def evaluate(learner, config, device: str = "cpu", fixed_head: bool = True, progress: bool = False) -> dict:
     """fixed_head: the learner's model has a task.ways-way head (False: metric learners)."""
     if is_classification(config):
-        return evaluate_classification(learner, config, device, fixed_head)
-    return evaluate_regression(learner, config, device)
+        return evaluate_classification(learner, config, device, fixed_head, progress)
+    return evaluate_regression(learner, config, device, progress=progress)
 
 
-def evaluate_regression(learner, config, device: str = "cpu", chunk_tasks: int = 100) -> dict:
+def evaluate_regression(learner, config, device: str = "cpu", chunk_tasks: int = 100,
+                        progress: bool = False) -> dict:
     """Query loss after each of `config.eval.steps` inner steps, on eval.num_tasks fresh tasks
     with eval.support_shots support points (the same tasks for every step count)."""
     ev = config.eval
@@ -40,14 +46,17 @@ def evaluate_regression(learner, config, device: str = "cpu", chunk_tasks: int =
     learner.eval()
     per_step = {}
     try:
+        bar = progress_bar(len(ev.steps) * -(-ev.num_tasks // chunk_tasks), "evaluating", progress)
         for steps in ev.steps:
             losses = []
             for start in range(0, ev.num_tasks, chunk_tasks):
+                bar.update()
                 chunk = batch[start:start + chunk_tasks]
                 with torch.no_grad():  # the inner steps still run (torch.func.grad); no outer graph
                     fast = learner.adapt(chunk.support_x, chunk.support_y, steps=steps)
                     losses.append(learner.query_losses(fast, chunk).detach().cpu())
             per_step[str(steps)] = torch.cat(losses)
+        bar.close()
     finally:
         learner.inner_lr = saved_lr
         learner.train(was_training)
@@ -86,8 +95,8 @@ def class_scores(learner, batch: TaskBatch, steps: int, inductive: bool) -> torc
         return learner.predict(fast, batch.query_x, context=batch.support_x if inductive else None)
 
 
-def accuracy_after_steps(learner, config, split: str, ways: int, num_tasks: int,
-                         device: str = "cpu", steps: list[int] | None = None) -> dict[str, torch.Tensor]:
+def accuracy_after_steps(learner, config, split: str, ways: int, num_tasks: int, device: str = "cpu",
+                         steps: list[int] | None = None, progress: bool = False) -> dict[str, torch.Tensor]:
     """Per-task query accuracy [num_tasks] after each number of inner steps (metric learners:
     one entry, "0"), on seeded `ways`-way episodes of `split`."""
     ev = config.eval
@@ -108,13 +117,16 @@ def accuracy_after_steps(learner, config, split: str, ways: int, num_tasks: int,
     learner.eval()
     try:
         per_step = {}
+        bar = progress_bar(len(steps) * -(-num_tasks // chunk), f"evaluating {ways}-way {split}", progress)
         for k in steps:
             hits = []
             for start in range(0, num_tasks, chunk):
+                bar.update()
                 part = batch[start:start + chunk].to(device)
                 scores = class_scores(learner, part, k, inductive)
                 hits.append((scores.argmax(-1) == part.query_y).float().mean(1).cpu())
             per_step[str(k)] = torch.cat(hits)
+        bar.close()
     finally:
         if saved_lr is not None:
             learner.inner_lr = saved_lr
@@ -122,14 +134,16 @@ def accuracy_after_steps(learner, config, split: str, ways: int, num_tasks: int,
     return per_step
 
 
-def evaluate_classification(learner, config, device: str = "cpu", fixed_head: bool = True) -> dict:
+def evaluate_classification(learner, config, device: str = "cpu", fixed_head: bool = True,
+                            progress: bool = False) -> dict:
     """Accuracy on held-out (test) alphabets for each N of eval_ways(config): the entry for the
     most inner steps in eval.steps is `accuracy`, every step count is in `accuracy_after_steps`."""
     ev = config.eval
     results = {"accuracy": {}, "ci95": {}, "accuracy_after_steps": {}}
     for ways in eval_ways(config, fixed_head):
         key = f"{ways}way{ev.support_shots}shot"
-        per_step = accuracy_after_steps(learner, config, "test", ways, ev.num_tasks, device)
+        per_step = accuracy_after_steps(learner, config, "test", ways, ev.num_tasks, device,
+                                        progress=progress)
         stats = {k: mean_ci95(v) for k, v in per_step.items()}
         results["accuracy_after_steps"][key] = {k: m for k, (m, _) in stats.items()}
         last = str(max(int(k) for k in per_step))

@@ -82,6 +82,7 @@ class MAMLTRPOExperiment(MetaRLAlgorithm):
             ev.episodes,
             torch.Generator().manual_seed(ev.seed + 1),
             record=self._record,
+            progress=self.progress,
         )
         return {
             "env": self.config.env.name,

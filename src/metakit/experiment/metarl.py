@@ -47,6 +47,8 @@ def build_env(config: EnvConfig) -> envs.TaskEnv:
 class MetaRLAlgorithm(Algorithm):
     """Builds `self.env` from the env section; runs on the CPU (the environments are CPU tensors)."""
 
+    named_sections = {"env": sorted(envs.ENVIRONMENTS)}
+
     def __init__(self, config, device: str = "cpu"):
         if device != "cpu":
             raise MetakitError(f"meta-RL runs on the CPU for now (its environments are CPU tensors); "

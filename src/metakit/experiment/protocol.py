@@ -20,6 +20,9 @@ class Algorithm:
     curve: ClassVar[dict[str, str]] = {}
     curve_ylabel: ClassVar[str] = "metric"
     curve_log_scale: ClassVar[bool] = False
+    # sections a config must name explicitly, e.g. {"task": [...choices]}: no silent default task
+    named_sections: ClassVar[dict[str, list[str]]] = {}
+    progress: bool = False  # the runner sets it: show progress bars while evaluating
 
     def __init__(self, config, device: str = "cpu"):
         self.config, self.device = config, device

@@ -96,6 +96,7 @@ class RL2Experiment(MetaRLAlgorithm):
             self.eval_tasks(),
             self.config.train.episodes,
             torch.Generator().manual_seed(self.config.eval.seed + 1),
+            progress=self.progress,
         )
         mean, ci95 = mean_ci95(totals)
         return {

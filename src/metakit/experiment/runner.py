@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -46,22 +47,23 @@ def load(run_dir: str | Path, device: str = "cpu", overrides: list[str] = ()) ->
     `overrides` (`eval.key=value`) change evaluation settings only."""
     for item in overrides:
         if not item.strip().startswith("eval."):
-            raise MetakitError(
-                f"only eval.* settings can change after training (the model is trained), got {item!r}"
-            )
+            raise MetakitError(f"only eval.* settings can change after training (the model is trained), "
+                               f"got {item!r}")
     run_dir = Path(run_dir)
     algo = build(read_run_config(run_dir, overrides), device)
     algo.load_state_dict(load_checkpoint(run_dir / CHECKPOINT, device)["algorithm"])
     return algo
 
 
-def train(
-    config, run_dir: str | Path, resume: bool = False, device: str = "cpu", progress: bool = True
-) -> dict:
+def train(config, run_dir: str | Path, resume: bool = False, device: str = "cpu",
+          progress: bool = True) -> dict:
     """Train `config` into run_dir, evaluate, plot; returns results.json's content."""
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT
     algo = build(config, device)
+    algo.progress = progress
+    if resume and not checkpoint_path.exists():
+        print(f"metakit: --resume: {run_dir} holds no checkpoint; starting from iteration 0", file=sys.stderr)
     state = open_run_dir(config, run_dir, resume)
     generator = torch.Generator().manual_seed(config.seed)  # tasks are drawn on the CPU: same on every device
     start, window, seconds = 0, [], 0.0
@@ -71,14 +73,8 @@ def train(
         start, window, seconds = state["iteration"], state["window"], state["seconds"]
 
     tc = config.train
-    bar = tqdm(
-        range(start, tc.iterations),
-        initial=start,
-        total=tc.iterations,
-        disable=not progress,
-        desc=config.name,
-        dynamic_ncols=True,
-    )
+    bar = tqdm(range(start, tc.iterations), initial=start, total=tc.iterations, disable=not progress,
+               desc=config.name, dynamic_ncols=True)
     began = time.perf_counter() - seconds
     with (run_dir / METRICS).open("a") as metrics_file:
         for iteration in bar:
@@ -88,28 +84,16 @@ def train(
             window.append(metrics)
             if done % tc.log_every == 0 or done == tc.iterations:
                 seconds = time.perf_counter() - began
-                row = {
-                    "iteration": done,
-                    **_mean(window),
-                    **algo.extra_metrics(done),
-                    "seconds": round(seconds, 3),
-                }
+                row = {"iteration": done, **_mean(window), **algo.extra_metrics(done),
+                       "seconds": round(seconds, 3)}
                 metrics_file.write(json.dumps(row) + "\n")
                 metrics_file.flush()
                 bar.set_postfix({k: f"{row[k]:.4g}" for k in algo.curve if k in row})
                 window = []
             if done % tc.checkpoint_every == 0 or done == tc.iterations:
                 seconds = time.perf_counter() - began
-                save_checkpoint(
-                    {
-                        "algorithm": algo.state_dict(),
-                        "generator": generator.get_state(),
-                        "iteration": done,
-                        "window": window,
-                        "seconds": seconds,
-                    },
-                    checkpoint_path,
-                )
+                save_checkpoint({"algorithm": algo.state_dict(), "generator": generator.get_state(),
+                                 "iteration": done, "window": window, "seconds": seconds}, checkpoint_path)
     bar.close()
     return finish(algo, run_dir, seconds)
 
@@ -117,15 +101,11 @@ def train(
 def _check_finite(metrics: dict, iteration: int, checkpoint_path: Path) -> None:
     for key, value in metrics.items():
         if isinstance(value, float) and not math.isfinite(value):
-            kept = (
-                f"The last good checkpoint ({checkpoint_path}) is kept"
-                if checkpoint_path.exists()
-                else "No checkpoint had been written yet"
-            )
-            raise TrainingDiverged(
-                f"{key.replace('_', '-')} became {value} at iteration {iteration}; stopped. "
-                f"{kept}. Lower the learning rates (e.g. train.outer_lr or algorithm.inner_lr)"
-            )
+            kept = (f"The last good checkpoint ({checkpoint_path}) is kept" if checkpoint_path.exists()
+                    else "No checkpoint had been written yet")
+            raise TrainingDiverged(f"{key.replace('_', '-')} became {value} at iteration {iteration}; "
+                                   f"stopped. {kept}. Lower the learning rates (e.g. train.outer_lr or "
+                                   "algorithm.inner_lr)")
 
 
 def _mean(window: list[dict]) -> dict:
@@ -135,40 +115,50 @@ def _mean(window: list[dict]) -> dict:
     return {key: sum(row[key] for row in window) / len(window) for key in window[0]}
 
 
-def finish(
-    algo: Algorithm, run_dir: Path, train_seconds: float | None = None, results_path: Path | None = None
-) -> dict:
-    """Evaluate a trained algorithm; write results.json (or results_path), the learning curve
-    and the algorithm's own plots."""
+def _evaluation(algo: Algorithm) -> dict:
     config = algo.config
-    results = {
-        "name": config.name,
-        "algorithm": config.algorithm.name,
-        "iterations": config.train.iterations,
-        **algo.evaluate(),
-    }
+    return {"name": config.name, "algorithm": config.algorithm.name, "iterations": config.train.iterations,
+            **algo.evaluate()}
+
+
+def finish(algo: Algorithm, run_dir: Path, train_seconds: float | None = None) -> dict:
+    """Evaluate a trained algorithm; write results.json, the learning curve and the
+    algorithm's own plots."""
+    results = _evaluation(algo)
     if train_seconds is not None:
         results["train_seconds"] = round(train_seconds, 1)
     results["device"] = algo.device
-    save_json(results, results_path or run_dir / "results.json")
+    save_json(results, run_dir / "results.json")
     from .plots import plot_learning_curve  # noqa: PLC0415 (matplotlib only when plotting)
 
     if (run_dir / METRICS).exists() and algo.curve:
-        plot_learning_curve(
-            run_dir / METRICS,
-            run_dir / "learning_curve.png",
-            algo.curve,
-            algo.curve_ylabel,
-            algo.curve_log_scale,
-        )
+        plot_learning_curve(run_dir / METRICS, run_dir / "learning_curve.png", algo.curve, algo.curve_ylabel,
+                            algo.curve_log_scale)
     algo.plots(run_dir)
     return results
 
 
-def evaluate_run(
-    run_dir: str | Path, device: str = "cpu", overrides: list[str] = (), out: Path | None = None
-) -> dict:
-    """Evaluate a finished (or interrupted) run directory again, with `eval.*` overrides;
-    results go to `out`, by default the run's results.json."""
+def new_results_path(run_dir: Path) -> Path:
+    """RUN_DIR/results-eval.json, or -2, -3, ...: a re-evaluation never overwrites a result."""
+    path, number = Path(run_dir) / "results-eval.json", 1
+    while path.exists():
+        number += 1
+        path = Path(run_dir) / f"results-eval-{number}.json"
+    return path
+
+
+def evaluate_run(run_dir: str | Path, device: str = "cpu", overrides: list[str] = (), out: Path | None = None,
+                 progress: bool = False) -> dict:
+    """Evaluate a finished (or interrupted) run directory again, with `eval.*` overrides.
+    Results go to `out` (by default a new file, see new_results_path); the run's plots and
+    results.json stay as training wrote them unless `out` is that file."""
     run_dir = Path(run_dir)
-    return finish(load(run_dir, device, overrides), run_dir, results_path=out)
+    algo = load(run_dir, device, overrides)
+    algo.progress = progress
+    results = {**_evaluation(algo), "device": algo.device}
+    previous = run_dir / "results.json"
+    if out is not None and Path(out).resolve() == previous.resolve() and previous.exists():
+        kept = {k: v for k, v in json.loads(previous.read_text()).items() if k == "train_seconds"}
+        results.update(kept)  # replacing the run's results keeps how long it trained
+    save_json(results, out or new_results_path(run_dir))
+    return results

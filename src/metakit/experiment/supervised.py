@@ -12,15 +12,17 @@ from pathlib import Path
 
 import torch
 
+from ..data.omniglot import MINIMAL
 from ..errors import MetakitError
 from .builders import build_model, build_task, is_classification
-from .config import check, non_negative, positive, sizes
+from .config import applies_to, check, non_negative, positive, sizes
 from .evaluate import accuracy_after_steps, eval_ways, evaluate, mean_ci95
 from .protocol import Algorithm
 
 TASKS = ["omniglot", "sinusoid"]
 MODELS = ["conv4", "mlp"]
 NORMALISATION = ["inductive", "transductive"]
+OMNIGLOT = ("omniglot",)
 
 
 @dataclass
@@ -28,24 +30,21 @@ class TaskConfig:
     name: str = check(lambda v: v in TASKS, f"one of {TASKS}", default="sinusoid")
     support_shots: int = check(*positive, default=10)
     query_shots: int = check(*positive, default=10)  # omniglot: per class
-    # omniglot only
-    ways: int = check(lambda v: v >= 2, ">= 2", default=5)
-    image_size: int = check(lambda v: v >= 16, ">= 16", default=28)
-    archives: list[str] = field(
-        default_factory=lambda: ["images_background_small1", "images_background_small2"]
-    )
-    rotations: bool = True  # 90/180/270-degree rotations of the training classes as new classes
-    validation_alphabets: list[str] = field(default_factory=list)
-    test_alphabets: list[str] = field(default_factory=list)
+    # omniglot only (setting them for sinusoid is an error; sinusoid's saved config leaves them out)
+    ways: int = check(lambda v: v >= 2, ">= 2", only=OMNIGLOT, default=5)
+    image_size: int = check(lambda v: v >= 16, ">= 16", only=OMNIGLOT, default=28)
+    archives: list[str] = applies_to(OMNIGLOT, default_factory=lambda: list(MINIMAL))
+    rotations: bool = applies_to(OMNIGLOT, default=True)  # 90/180/270-degree rotations as new classes
+    validation_alphabets: list[str] = applies_to(OMNIGLOT, default_factory=list)
+    test_alphabets: list[str] = applies_to(OMNIGLOT, default_factory=list)
 
 
 @dataclass
 class ModelConfig:
     name: str = check(lambda v: v in MODELS, f"one of {MODELS}", default="mlp")
-    hidden_sizes: list[int] = check(*sizes, default_factory=lambda: [40, 40])
-    # conv4 only
-    channels: int = check(*positive, default=64)
-    strided: bool = True  # Finn et al.'s stride-2 variant; False: max pooling
+    hidden_sizes: list[int] = check(*sizes, only=("mlp",), default_factory=lambda: [40, 40])
+    channels: int = check(*positive, only=("conv4",), default=64)
+    strided: bool = applies_to(("conv4",), default=True)  # Finn et al.'s stride-2 variant; False: max pooling
 
 
 @dataclass
@@ -112,6 +111,7 @@ class SupervisedAlgorithm(Algorithm):
     (or own step, for Reptile) makes one outer update."""
 
     fixed_head = True  # the model ends in a task.ways-way head (False: an embedding, metric learners)
+    named_sections = {"task": TASKS}
     curve = {"meta_loss": "meta-loss (query, after adaptation)"}
     curve_ylabel = "meta-loss (query, after adaptation)"
     curve_log_scale = True
@@ -205,7 +205,7 @@ class SupervisedAlgorithm(Algorithm):
         return round(mean_ci95(next(iter(per_step.values())))[0], 4)
 
     def evaluate(self) -> dict:
-        return evaluate(self.learner, self.config, self.device, self.fixed_head)
+        return evaluate(self.learner, self.config, self.device, self.fixed_head, self.progress)
 
     def plots(self, run_dir: Path) -> None:
         if not is_classification(self.config):

@@ -1,6 +1,7 @@
 """What MAML and Reptile share: the per-task inner loop, adapt() and predict()."""
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 
@@ -125,6 +126,30 @@ class TaskLearner(nn.Module):
                     live.copy_(value.float().mean(0) if live.is_floating_point() else value.max(0).values)
         return out
 
+    def check_inputs(self, *xs: torch.Tensor) -> None:
+        """Inputs must be floating point on the model's dtype and device: say so here, not as a
+        raw error from inside a vmapped matmul."""
+        param = next(self.model.parameters(), None)
+        for x in xs:
+            if not x.is_floating_point():
+                raise MetakitError(f"inputs must be floating point, got {x.dtype} of shape {tuple(x.shape)} "
+                                   "(images: x.float() / 255)")
+            if param is not None and (x.dtype, x.device) != (param.dtype, param.device):
+                raise MetakitError(f"inputs are {x.dtype} on {x.device} but the model's parameters are "
+                                   f"{param.dtype} on {param.device}; use x.to(model's dtype and device)")
+
+    @contextlib.contextmanager
+    def model_errors(self, x: torch.Tensor):
+        """A shape mismatch inside the model becomes a MetakitError naming the example shape."""
+        try:
+            yield
+        except RuntimeError as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            if any(word in first for word in ("shape", "size", "mat1", "dimension", "channels")):
+                raise MetakitError(f"the model could not take examples of shape {tuple(x.shape[2:])} "
+                                   f"(inputs {tuple(x.shape)} = [tasks, examples, ...]): {first}") from error
+            raise
+
     def adapt(self, support_x: torch.Tensor, support_y: torch.Tensor, steps: int | None = None) -> Params:
         """Fast weights of every task after `steps` inner steps (default inner_steps).
 
@@ -132,6 +157,7 @@ class TaskLearner(nn.Module):
         parameters as the algorithm defines it (second order for MAML unless first_order).
         """
         check_pair("support", support_x, support_y)
+        self.check_inputs(support_x)
         steps = self.inner_steps if steps is None else steps
         if not isinstance(steps, int) or steps < 0:
             raise MetakitError(f"steps must be an integer >= 0, got {steps!r}")
@@ -140,7 +166,8 @@ class TaskLearner(nn.Module):
         def one_task(buffers, params, lrs, x, y):
             return self._adapt_task(params, lrs, buffers, x, y, steps, self.first_order)
 
-        return self.map_tasks(one_task, (params, self.step_sizes()), (support_x, support_y))
+        with self.model_errors(support_x):
+            return self.map_tasks(one_task, (params, self.step_sizes()), (support_x, support_y))
 
     def predict(
         self, fast_params: Params, x: torch.Tensor, context: torch.Tensor | None = None

@@ -55,8 +55,13 @@ class MAML(TaskLearner):
         return self.map_tasks(one_task, (params, self.step_sizes()), tuple(batch))
 
     def task_losses(self, batch: TaskBatch) -> torch.Tensor:
+        self._check(batch)
+        with self.model_errors(batch.support_x):
+            return self._task_losses(batch)
+
+    def _check(self, batch: TaskBatch) -> None:
         _check_batch(batch)
-        return self._task_losses(batch)
+        self.check_inputs(batch.support_x, batch.query_x)
 
     def meta_loss(self, batch: TaskBatch) -> torch.Tensor:
         """Mean over tasks of the query loss after adaptation; backward() gives the meta-gradient."""
@@ -65,7 +70,7 @@ class MAML(TaskLearner):
     def meta_backward(self, batch: TaskBatch) -> torch.Tensor:
         """meta_loss(batch).backward() one chunk of tasks at a time, so that memory holds one
         chunk's graph; returns the (detached) meta-loss. Same gradient as meta_loss."""
-        _check_batch(batch)
+        self._check(batch)
         size = batch.num_tasks if self.chunk_size is None else self.chunk_size
         buffers = dict(self.model.named_buffers()) if self.model.training else {}
         start_values = {k: b.clone() for k, b in buffers.items()}
@@ -76,7 +81,8 @@ class MAML(TaskLearner):
                 for name, live in buffers.items():
                     live.copy_(start_values[name])
             chunk = batch[start:start + size]
-            chunk_loss = self._task_losses(chunk).sum() / batch.num_tasks
+            with self.model_errors(chunk.support_x):
+                chunk_loss = self._task_losses(chunk).sum() / batch.num_tasks
             chunk_loss.backward()
             total = total + chunk_loss.detach()  # stays on the device: no sync per chunk
             chunk_values.append((chunk.num_tasks, {k: b.clone() for k, b in buffers.items()}))

@@ -44,6 +44,7 @@ class Reptile(TaskLearner):
         """One outer update on `batch`; returns the mean query loss after adaptation."""
         if not isinstance(batch, TaskBatch):
             raise MetakitError(f"expected a metakit.TaskBatch, got {type(batch).__name__}")
+        self.check_inputs(batch.query_x)
         fast = self.adapt(batch.support_x, batch.support_y)
         query_loss = self.query_losses(fast, batch).mean()
         epsilon = self.current_step_size()

@@ -16,6 +16,7 @@ import math
 import torch
 from torch import nn
 from torch.func import functional_call, grad
+from tqdm.auto import tqdm
 
 from ..engine import may_call_norms, run_over_tasks
 from ..errors import MetakitError
@@ -178,16 +179,9 @@ class MAMLTRPO(nn.Module):
         )
 
     @torch.no_grad()
-    def evaluate(
-        self,
-        env: TaskEnv,
-        tasks: torch.Tensor,
-        steps: int = 3,
-        lrs=(0.1, 0.05, 0.05),
-        episodes: int = 20,
-        generator: torch.Generator | None = None,
-        record: list | None = None,
-    ) -> dict[str, float]:
+    def evaluate(self, env: TaskEnv, tasks: torch.Tensor, steps: int = 3, lrs=(0.1, 0.05, 0.05),
+                 episodes: int = 20, generator: torch.Generator | None = None, record: list | None = None,
+                 progress: bool = False) -> dict[str, float]:
         """Mean episode return on `tasks` after 0..steps policy-gradient steps, each on fresh
         episodes of the current policy (the paper's test protocol; step k uses lrs[k]).
         `record`, a list, receives the Trajectories of each step."""
@@ -195,7 +189,7 @@ class MAMLTRPO(nn.Module):
             raise MetakitError(f"evaluate needs a step size for each of {steps} steps, got {list(lrs)}")
         env.set_tasks(tasks)
         fast, returns = None, {}
-        for k in range(steps + 1):
+        for k in tqdm(range(steps + 1), desc="evaluating", disable=not progress, leave=False):
             trajectories = rollout(env, self.policy, episodes, generator, params=fast)
             returns[str(k)] = trajectories.episode_returns().mean().item()
             if record is not None:
@@ -203,10 +197,6 @@ class MAMLTRPO(nn.Module):
             if k < steps:
                 adv = advantages(trajectories, self.gamma, self.gae_lambda)
                 with torch.enable_grad():
-                    fast = {
-                        n: v.detach()
-                        for n, v in self.adapt(
-                            trajectories, adv, params=fast, lr=lrs[k], first_order=True
-                        ).items()
-                    }
+                    adapted = self.adapt(trajectories, adv, params=fast, lr=lrs[k], first_order=True)
+                fast = {n: v.detach() for n, v in adapted.items()}
         return returns

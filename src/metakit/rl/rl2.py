@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..errors import MetakitError
 from .envs.base import TaskEnv
@@ -135,13 +136,8 @@ class RL2(nn.Module):
         return {**info, "value_loss": value_loss.item()}
 
     @torch.no_grad()
-    def evaluate(
-        self, env: TaskEnv, tasks: torch.Tensor, episodes: int, generator=None, chunk: int = 1000
-    ) -> torch.Tensor:
+    def evaluate(self, env: TaskEnv, tasks: torch.Tensor, episodes: int, generator=None, chunk: int = 1000,
+                 progress: bool = False) -> torch.Tensor:
         """Total reward of one trial on each task: [T]."""
-        return torch.cat(
-            [
-                sample_trials(env, self.policy, part, episodes, generator).totals()
-                for part in tasks.split(chunk)
-            ]
-        )
+        parts = tqdm(tasks.split(chunk), desc="evaluating", disable=not progress, leave=False)
+        return torch.cat([sample_trials(env, self.policy, p, episodes, generator).totals() for p in parts])
