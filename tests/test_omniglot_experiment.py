@@ -75,7 +75,8 @@ def test_predict_context_must_match_the_examples():
 
 
 def test_config_combinations_that_do_not_go_together_are_named(tmp_path):
-    (tmp_path / "conv.yaml").write_text("task: {name: sinusoid}\nmodel: {name: conv4}\nalgorithm: {name: maml}\n")
+    (tmp_path / "conv.yaml").write_text("task: {name: sinusoid}\nmodel: {name: conv4}\n"
+                                        "algorithm: {name: maml}\n")
     with pytest.raises(MetakitError, match="task 'sinusoid' needs model 'mlp'"):
         load_config(tmp_path / "conv.yaml")
     with pytest.raises(MetakitError, match="'model.hidden_sizes' applies to model.name mlp, not 'conv4'"):

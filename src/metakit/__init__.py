@@ -1,7 +1,7 @@
 """metakit: meta-learning in PyTorch, a batch of tasks as one tensor computation."""
 from importlib.metadata import PackageNotFoundError, version
 
-from . import data, metric, nets, tasks
+from . import _gymnasium_hook, data, metric, nets, tasks
 from .batch import TaskBatch
 from .errors import MetakitError
 from .gradient import MAML, Reptile
@@ -11,6 +11,8 @@ try:  # the version is defined once, in pyproject.toml
     __version__ = version("metakit")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
+
+_gymnasium_hook.install()  # metakit/<Name>-v0 in gymnasium.make, without importing gymnasium here
 
 __all__ = ["TaskBatch", "MAML", "Reptile", "PrototypicalNetwork", "MatchingNetwork", "MetakitError",
            "data", "load", "metric", "nets", "tasks"]

@@ -93,30 +93,27 @@ class MAMLTRPOExperiment(MetaRLAlgorithm):
         }
 
     def plots(self, run_dir: Path) -> None:
-        from .plots import figure, save  # noqa: PLC0415 (matplotlib only when plotting)
+        from .plots import figure, integer_ticks, save  # noqa: PLC0415 (matplotlib only when plotting)
 
         if not self._record:
             self.evaluate()
-        returns = {k: t.episode_returns().mean().item() for k, t in enumerate(self._record)}
+        returns = [t.episode_returns().mean().item() for t in self._record]
         fig, ax = figure(figsize=(5, 4))
-        ax.plot(list(returns), list(returns.values()), "o-")
-        ax.set(
-            xlabel="policy-gradient steps at test", ylabel="mean episode return", title=self.config.env.name
-        )
+        ax.plot(range(len(returns)), returns, "o-")
+        ax.set(xlabel="policy-gradient steps at test", ylabel="mean episode return",
+               title=f"{self.config.env.name}, {self.config.eval.num_tasks} new tasks")
+        integer_ticks(ax.xaxis)
         ax.grid(alpha=0.3)
         save(fig, Path(run_dir) / "returns_vs_steps.png")
         if self.config.env.name == "Navigation2D":  # the paper's figure: one task, before and after
             fig, ax = figure(figsize=(5, 5))
             for k, trajectories in enumerate(self._record):
                 length = int(trajectories.mask[0, 0].sum())
-                path = torch.cat([torch.zeros(1, 2), trajectories.observations[0, 0, 1:length]])
-                ax.plot(
-                    path[:, 0],
-                    path[:, 1],
-                    "-",
-                    label="pre-update" if k == 0 else f"{k} step{'s' if k > 1 else ''}",
-                )
+                path = trajectories.observations[0, 0, :length]  # from the start, every state visited
+                label = "pre-update" if k == 0 else f"{k} step{'s' * (k > 1)}"
+                ax.plot(path[:, 0], path[:, 1], "-", label=label)
+            ax.plot(0, 0, "ko", markersize=6, label="start")
             ax.plot(*self._tasks[0].tolist(), "r*", markersize=14, label="goal")
-            ax.set(xlim=(-0.6, 0.6), ylim=(-0.6, 0.6), aspect="equal", title="2D navigation: one test task")
+            ax.set(aspect="equal", title="2D navigation: one test task")  # limits fit every trajectory
             ax.legend(fontsize=8)
             save(fig, Path(run_dir) / "trajectories.png")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .builders import build_task
 
@@ -15,6 +16,11 @@ from .builders import build_task
 def figure(**kwargs) -> tuple[Figure, object]:
     fig = Figure(**kwargs)
     return fig, fig.add_subplot()
+
+
+def integer_ticks(axis) -> None:
+    """Ticks at whole numbers only (steps, iterations, pulls)."""
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def save(fig: Figure, out: Path) -> None:
@@ -32,6 +38,7 @@ def plot_learning_curve(metrics_path: Path, out: Path, series: dict[str, str], y
         points = [(r["iteration"], r[key]) for r in rows if r.get(key) is not None]
         ax.plot([i for i, _ in points], [v for _, v in points], label=label)
     ax.set(xlabel="meta-iteration", ylabel=ylabel, yscale="log" if log_scale else "linear")
+    integer_ticks(ax.xaxis)
     if len(series) > 1:
         ax.legend()
     ax.grid(alpha=0.3)

@@ -100,19 +100,26 @@ REPRODUCTIONS = {
 def hardware(device: str) -> str:
     if device.startswith("cuda"):
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    threads = torch.get_num_threads()
+    plural = "s" if threads > 1 else ""
+    return f"{platform.machine()} CPU, {threads} thread{plural}, torch {torch.__version__}"
 
 
-def reproduce(
-    name: str,
-    out: Path,
-    budget: str = "full",
-    device: str = "cpu",
-    progress: bool = True,
-    resume: bool = False,
-    algo: str | None = None,
-    lake_runs: Path | None = None,
-) -> dict:
+SMOKE_NOTE = ("smoke budget: a check that the command runs end to end, on a few iterations and tasks; "
+              "its numbers are noise, not results")
+
+
+def reproduce(name: str, out: Path, budget: str = "full", device: str = "cpu", progress: bool = True,
+              resume: bool = False, algo: str | None = None, lake_runs: Path | None = None) -> dict:
+    """The paper's headline experiment `name` into `out`; results.json's content."""
+    results = _reproduce(name, Path(out), budget, device, progress, resume, algo, lake_runs)
+    if budget == "smoke":  # said in the JSON and atop the printed table
+        results = {"note": SMOKE_NOTE, **results}
+        save_json(results, Path(out) / "results.json")
+    return results
+
+
+def _reproduce(name, out, budget, device, progress, resume, algo, lake_runs) -> dict:
     if name in RL2_ROWS:
         if algo is not None or lake_runs is not None:
             raise MetakitError(f"--algo and --runs apply to omniglot-minimal, not to {name}")
@@ -244,6 +251,11 @@ def format_omniglot_table(results: dict) -> str:
 
 
 def format_table(results: dict) -> str:
+    table = _format_table(results)
+    return f"[{results['note']}]\n{table}" if "note" in results else table
+
+
+def _format_table(results: dict) -> str:
     if results["name"] == "omniglot-minimal":
         return format_omniglot_table(results)
     if results["name"] in RL2_ROWS:

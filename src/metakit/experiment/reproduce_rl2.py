@@ -122,28 +122,25 @@ def format_rl2_table(results: dict) -> str:
 
 
 def plot_cumulative(name: str, out: Path, runs: dict, rows) -> None:
-    """Cumulative reward against pulls on the first trained bandit row: RL^2 and the baselines."""
+    """Cumulative reward against pulls on the first trained bandit row, RL^2 and the baselines,
+    on the table's own tasks and random streams: each curve ends at its table entry."""
     if name != "rl2-bandits" or not runs:
         return
-    label = next(iter(runs))
-    from .plots import figure, save  # noqa: PLC0415 (matplotlib only when plotting)
+    from .plots import figure, integer_ticks, save  # noqa: PLC0415 (matplotlib only when plotting)
 
-    algo = load(out / label)
+    algo = load(out / next(iter(runs)))
     config, env = algo.config, algo.env
-    n, tasks = config.train.episodes, env.sample_tasks(500, torch.Generator().manual_seed(config.eval.seed))
+    n, count, seed = config.train.episodes, config.eval.num_tasks, config.eval.seed
+    tasks = env.sample_tasks(count, torch.Generator().manual_seed(seed))
     fig, ax = figure(figsize=(6, 4))
-    rl2 = (
-        sample_trials(env, algo.policy, tasks, n, torch.Generator().manual_seed(0)).rewards.mean(0).cumsum(0)
-    )
-    ax.plot(range(1, n + 1), rl2, label="RL^2", linewidth=2)
+    rl2 = sample_trials(env, algo.policy, tasks, n, torch.Generator().manual_seed(seed + 1)).rewards
+    ax.plot(range(1, n + 1), rl2.mean(0).cumsum(0), label="RL^2", linewidth=2)
     for method in BANDIT_METHODS:
-        rewards = play_bandits_rewards(method, tasks, n, torch.Generator().manual_seed(0)).mean(0).cumsum(0)
-        ax.plot(range(1, n + 1), rewards, label=method, linewidth=1)
-    ax.set(
-        xlabel="pull",
-        ylabel="cumulative reward (mean of 500 bandits)",
-        title=f"{config.env.arms}-armed Bernoulli bandits, {n} pulls",
-    )
+        rewards = play_bandits_rewards(method, tasks, n, torch.Generator().manual_seed(seed + 1))
+        ax.plot(range(1, n + 1), rewards.mean(0).cumsum(0), label=method, linewidth=1)
+    ax.set(xlabel="pull", ylabel=f"cumulative reward (mean of {count} bandits)",
+           title=f"{config.env.arms}-armed Bernoulli bandits, {n} pulls ({count} new bandits, as the table)")
+    integer_ticks(ax.xaxis)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     save(fig, out / "cumulative_reward.png")
