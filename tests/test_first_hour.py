@@ -148,7 +148,7 @@ def test_gymnasium_make_works_after_import_metakit_in_either_order(order):
 
 def test_public_entry_points_check_shapes_and_dtypes():
     x = torch.zeros(10, 1)
-    with pytest.raises(MetakitError, match=r"support_x has shape \(10, 1\); expected \[tasks, examples, feat"):
+    with pytest.raises(MetakitError, match=r"support_x has shape \(10, 1\); expected \[tasks, examples, f"):
         metakit.TaskBatch(x, x, x, x)
     maml = metakit.MAML(metakit.nets.MLP(1, [4], 1), F.mse_loss, 0.1)
     batch = metakit.tasks.Sinusoid().sample(2)
