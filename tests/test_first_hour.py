@@ -163,13 +163,9 @@ def test_public_entry_points_check_shapes_and_dtypes():
         maml.adapt(batch.support_x.long(), batch.support_y)
 
 
-def test_smoke_results_say_they_are_smoke_and_hardware_counts_threads(tmp_path, cli):
+def test_hardware_counts_threads_in_words():
     from metakit.experiment.reproduce import hardware
 
-    code, out, err = cli("reproduce", "maml-trpo-nav2d", "--budget", "smoke", "--out", tmp_path, "--quiet")
-    assert code == 0, err
-    assert out.startswith("[smoke budget: a check that the command runs")
-    assert json.loads((tmp_path / "results.json").read_text())["note"].startswith("smoke budget")
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

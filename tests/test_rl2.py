@@ -69,7 +69,7 @@ def test_short_rl2_run_on_two_armed_bandits_beats_random_by_a_wide_margin():
     algo = RL2(RecurrentPolicy(1, 2, hidden=64), lr=3e-3)
     generator = torch.Generator().manual_seed(0)
     test_tasks = env.sample_tasks(2000, torch.Generator().manual_seed(9))
-    for _ in range(150):
+    for _ in range(80):  # the gain over random plateaus at 0.73-0.75 from iteration 60 to 150
         algo.step(env, 128, 10, generator)
     rl2 = algo.evaluate(env, test_tasks, 10, torch.Generator().manual_seed(1)).mean().item()
     random = play_bandits("random", test_tasks, 10, torch.Generator().manual_seed(1)).mean().item()

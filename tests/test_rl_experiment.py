@@ -34,8 +34,10 @@ def test_maml_trpo_resumes_after_a_kill_to_the_same_weights(tmp_path, whole_and_
 
 
 def test_reproduce_nav2d_smoke_writes_returns_after_steps(tmp_path, cli):
-    code, _, err = cli("reproduce", "maml-trpo-nav2d", "--budget", "smoke", "--out", tmp_path, "--json")
+    code, out, err = cli("reproduce", "maml-trpo-nav2d", "--budget", "smoke", "--out", tmp_path, "--json")
     assert code == 0, err
+    # a smoke budget says what it is, in the JSON (and above the printed table)
+    assert json.loads(out)["note"].startswith("smoke budget: a check that the command runs")
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["returns_after_steps"]) == {"0", "1", "2", "3"} and results["paper"]["1"] == -11.7
     for name in ("learning_curve.png", "returns_vs_steps.png", "trajectories.png"):
@@ -52,6 +54,7 @@ def test_reproduce_nav2d_smoke_writes_returns_after_steps(tmp_path, cli):
 def test_reproduce_rl2_smoke_writes_the_paper_table_with_our_column(name, tmp_path, cli):
     code, stdout, err = cli("reproduce", name, "--budget", "smoke", "--out", tmp_path, "--quiet")
     assert code == 0, err
+    assert stdout.startswith("[smoke budget: a check that the command runs")
     table = json.loads((tmp_path / "results.json").read_text())["table"]
     methods = {row["method"] for row in table}
     assert "rl2" in methods and (

@@ -1,0 +1,33 @@
+"""Every Python block in the README and docs/ runs as pasted, with its sizes shrunk (loops to 3
+rounds, task and episode counts to 4, training runs to 20 iterations), so the documentation
+cannot rot."""
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCKS = [(page, i, code) for page in PAGES
+          for i, code in enumerate(re.findall(r"```python\n(.*?)```", page.read_text(), re.S))]
+
+
+def shorten(code: str) -> str:
+    """range(10_000) -> range(min(10_000, 3)), num_tasks=20 -> min(20, 4), ...: the same code,
+    smaller."""
+    code = re.sub(r"range\(([\d_]+)\)", r"range(min(\1, 3))", code)
+    code = re.sub(r"\b(num_tasks|episodes|num_trials|pulls)=([\d_]+)", r"\1=min(\2, 4)", code)
+    code = re.sub(r"sample_tasks\(([\d_]+)\)", r"sample_tasks(min(\1, 4))", code)
+    return re.sub(r"train\.iterations=(\d+)", "train.iterations=20", code)
+
+
+def test_there_are_blocks_to_run():
+    assert len(BLOCKS) >= 6 and {page.name for page, _, _ in BLOCKS} >= {"README.md", "usage.md", "rl2.md"}
+
+
+@pytest.mark.parametrize("page, index, code", BLOCKS, ids=[f"{p.name}-{i}" for p, i, _ in BLOCKS])
+def test_block_runs_as_pasted(page, index, code, tmp_path, monkeypatch, request):
+    if "load_omniglot" in code:
+        request.getfixturevalue("real_omniglot")  # the data (skips where it is not installed)
+    monkeypatch.chdir(tmp_path)  # blocks that write runs/ write here
+    exec(compile(shorten(code), f"{page.name} block {index}", "exec"), {"__name__": "__readme__"})
