@@ -190,18 +190,14 @@ class SupervisedAlgorithm(Algorithm):
         return {}
 
     def validation_accuracy(self, num_tasks: int = 100) -> float:
-        """Mean accuracy on `num_tasks` fixed episodes of the validation alphabets (N: the first
-        of the evaluation's), after the most inner steps of eval.steps."""
+        """Mean accuracy on fixed episodes of the validation alphabets (`num_tasks`, or fewer when
+        eval.num_tasks is smaller; N: the first of the evaluation's), after the most inner steps
+        of eval.steps."""
         steps = getattr(self.config.eval, "steps", [0])
-        per_step = accuracy_after_steps(
-            self.learner,
-            self.config,
-            "validation",
-            eval_ways(self.config, self.fixed_head)[0],
-            num_tasks,
-            self.device,
-            steps=[max(steps)],
-        )
+        ways = eval_ways(self.config, self.fixed_head)[0]
+        num_tasks = min(num_tasks, self.config.eval.num_tasks)
+        per_step = accuracy_after_steps(self.learner, self.config, "validation", ways, num_tasks, self.device,
+                                        steps=[max(steps)])
         return round(mean_ci95(next(iter(per_step.values())))[0], 4)
 
     def evaluate(self) -> dict:
