@@ -95,7 +95,7 @@ def _resume_advice(args, argv: list[str]) -> str:
 
 def _run(args) -> int:
     from .experiment import config as cfg
-    from .experiment.reproduce import REPRODUCTIONS, RL2_ROWS, format_table, reproduce
+    from .experiment.reproduce import format_table, reproduce, reproduction_names
     from .experiment.runner import check_device, evaluate_run, new_results_path, train
 
     if args.command == "omniglot-runs":
@@ -115,7 +115,7 @@ def _run(args) -> int:
         return 0
     if args.command == "list":
         print("configs:       ", " ".join(cfg.bundled_configs()))
-        print("reproductions: ", " ".join(sorted([*REPRODUCTIONS, *RL2_ROWS])))
+        print("reproductions: ", " ".join(reproduction_names()))
         return 0
     progress = not (args.quiet or args.json)
     if args.data:
@@ -166,6 +166,12 @@ def _run(args) -> int:
             f"{results['episodes']}-episode trial on {results['eval_tasks']} new tasks: "
             f"{results['trial_return']:.2f} ± {results['ci95']:.2f}"
         )
+    elif "accuracy_by_instance" in results:
+        print(f"{results['name']} ({results['algorithm']}): percent correct at each presentation of a class, "
+              f"{results['eval_episodes']} held-out episodes")
+        for k, value in results["accuracy_by_instance"].items():
+            print(f"  {k:>3}: {value:.1f} ± {results['ci95_by_instance'][k]:.1f}   "
+                  f"(nearest neighbour {results['nearest_neighbour_by_instance'][k]:.1f})")
     elif "accuracy" in results:
         print(
             f"{results['name']} ({results['algorithm']}): accuracy on held-out alphabets, "

@@ -21,6 +21,8 @@ ALGORITHMS: dict[str, str | type] = {
     "matching": "metakit.experiment.metric:MetricExperiment",
     "maml-trpo": "metakit.experiment.maml_trpo:MAMLTRPOExperiment",
     "rl2": "metakit.experiment.rl2:RL2Experiment",
+    "mann": "metakit.experiment.mann:SequenceExperiment",
+    "lstm": "metakit.experiment.mann:SequenceExperiment",
 }
 
 

@@ -9,6 +9,7 @@ import torch
 from ..errors import MetakitError
 from ..files import save_json
 from .config import load_config
+from .reproduce_mann import format_mann_table, reproduce_mann
 from .reproduce_rl2 import ROWS as RL2_ROWS
 from .reproduce_rl2 import format_rl2_table, reproduce_rl2
 from .runner import train
@@ -119,14 +120,22 @@ def reproduce(name: str, out: Path, budget: str = "full", device: str = "cpu", p
     return results
 
 
+def reproduction_names() -> list[str]:
+    return sorted([*REPRODUCTIONS, *RL2_ROWS, "mann-omniglot"])
+
+
 def _reproduce(name, out, budget, device, progress, resume, algo, lake_runs) -> dict:
+    if name == "mann-omniglot":
+        if algo is not None or lake_runs is not None:
+            raise MetakitError(f"--algo and --runs apply to omniglot-minimal, not to {name}")
+        return reproduce_mann(out, budget, device, progress, resume)
     if name in RL2_ROWS:
         if algo is not None or lake_runs is not None:
             raise MetakitError(f"--algo and --runs apply to omniglot-minimal, not to {name}")
         return reproduce_rl2(name, Path(out), budget, device, progress, resume)
     if name not in REPRODUCTIONS:
         raise MetakitError(
-            f"unknown reproduction {name!r}; expected one of {sorted([*REPRODUCTIONS, *RL2_ROWS])}"
+            f"unknown reproduction {name!r}; expected one of {reproduction_names()}"
         )
     budgets = {"full": [], **REPRODUCTIONS[name]["budgets"]}
     if budget not in budgets:
@@ -258,6 +267,8 @@ def format_table(results: dict) -> str:
 def _format_table(results: dict) -> str:
     if results["name"] == "omniglot-minimal":
         return format_omniglot_table(results)
+    if results["name"] == "mann-omniglot":
+        return format_mann_table(results)
     if results["name"] in RL2_ROWS:
         return format_rl2_table(results)
     if "returns_after_steps" in results:

@@ -1,4 +1,5 @@
 from .fewshot import FewShotClassification
+from .sequence import SequenceEpisodes
 from .sinusoid import Sinusoid
 
-__all__ = ["FewShotClassification", "Sinusoid"]
+__all__ = ["FewShotClassification", "SequenceEpisodes", "Sinusoid"]

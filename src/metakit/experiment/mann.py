@@ -1,0 +1,190 @@
+"""MANN and its LSTM baseline (metakit.memory) as experiments: Omniglot episodes of 5 classes x
+10 drawings read as sequences, accuracy by the presentation number of each class."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..data.omniglot import MINIMAL
+from ..memory import MANN, LSTMBaseline
+from ..tasks import SequenceEpisodes
+from .builders import omniglot_split
+from .config import check, non_negative, positive
+from .evaluate import mean_ci95, progress_bar
+from .protocol import Algorithm
+
+NAMES = ["lstm", "mann"]
+MEMORY = ("mann",)
+
+
+@dataclass
+class SequenceTaskConfig:
+    name: str = check(lambda v: v == "omniglot", "'omniglot'", default="omniglot")
+    classes: int = check(lambda v: v >= 2, ">= 2", default=5)  # per episode
+    per_class: int = check(*positive, default=10)  # drawings of each class in an episode
+    image_size: int = check(lambda v: v >= 4, ">= 4", default=20)
+    archives: list[str] = field(default_factory=lambda: list(MINIMAL))
+    rotations: bool = True  # 90/180/270-degree rotations of the training classes as new classes
+    validation_alphabets: list[str] = field(default_factory=list)
+    test_alphabets: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SequenceSection:
+    name: str = check(lambda v: v in NAMES, f"one of {NAMES}", default="mann")
+    lr: float = check(*positive, default=1e-3)  # Adam
+    grad_clip: float = check(*positive, default=10.0)  # the gradient's norm is clipped to this
+    controller_size: int = check(*positive, default=200)  # LSTM units (both models)
+    slots: int = check(*positive, only=MEMORY, default=128)
+    slot_size: int = check(*positive, only=MEMORY, default=40)
+    reads: int = check(*positive, only=MEMORY, default=4)
+    gamma: float = check(lambda v: 0 <= v <= 1, "in [0, 1]", only=MEMORY, default=0.95)  # usage decay
+
+
+@dataclass
+class SequenceTrainConfig:
+    iterations: int = check(*positive, default=5000)
+    meta_batch_size: int = check(*positive, default=16)  # episodes per update
+    log_every: int = check(*positive, default=100)
+    checkpoint_every: int = check(*positive, default=500)
+    validate_every: int = check(*non_negative, default=0)  # 2nd-instance accuracy on validation alphabets
+
+
+@dataclass
+class SequenceEvalConfig:
+    num_episodes: int = check(*positive, default=1000)
+    seed: int = 1234
+    instances: list[int] = check(lambda v: all(i >= 1 for i in v), "instances >= 1",
+                                 default_factory=lambda: [1, 2, 3, 4, 5, 10])
+
+
+@dataclass
+class SequenceConfig:
+    name: str = "omniglot-mann"
+    seed: int = 0
+    task: SequenceTaskConfig = field(default_factory=SequenceTaskConfig)
+    algorithm: SequenceSection = field(default_factory=SequenceSection)
+    train: SequenceTrainConfig = field(default_factory=SequenceTrainConfig)
+    eval: SequenceEvalConfig = field(default_factory=SequenceEvalConfig)
+
+
+def instance_numbers(y: torch.Tensor, classes: int) -> torch.Tensor:
+    """[B, L] -> [B, L]: 1 where a class appears for the first time in its episode, 2 the second..."""
+    one_hot = F.one_hot(y, classes)
+    return (one_hot.cumsum(1) * one_hot).sum(-1)
+
+
+def accuracy_by_instance(correct: torch.Tensor, instances: torch.Tensor, wanted: list[int]) -> dict:
+    """Percent correct at each wanted presentation number: (means, 95% CIs over episodes)."""
+    means, cis = {}, {}
+    for k in wanted:
+        at_k = (instances == k).float()
+        per_episode = (correct.float() * at_k).sum(1) / at_k.sum(1).clamp_min(1)
+        mean, ci = mean_ci95(100 * per_episode[at_k.sum(1) > 0])
+        means[str(k)], cis[str(k)] = mean, ci
+    return means, cis
+
+
+def nearest_neighbour(x: torch.Tensor, y: torch.Tensor, classes: int, generator=None) -> torch.Tensor:
+    """Online 1-NN on pixels: each step's prediction is the label of the closest earlier image of
+    the episode (a uniform guess at the first step). [B, L] predictions."""
+    flat = x.flatten(2)
+    distances = torch.cdist(flat, flat)  # [B, L, L]
+    steps = y.shape[1]
+    later = torch.ones(steps, steps, dtype=torch.bool).triu()  # t' >= t is not seen yet at step t
+    nearest = distances.masked_fill(later, float("inf")).argmin(-1)
+    guess = torch.randint(classes, y[:, :1].shape, generator=generator)
+    return torch.cat([guess, y.gather(1, nearest)[:, 1:]], dim=1)
+
+
+class SequenceExperiment(Algorithm):
+    Config = SequenceConfig
+    named_sections = {"task": ["omniglot"]}
+    curve = {"loss": "cross-entropy per step", "accuracy": "training accuracy"}
+    curve_ylabel = "training episodes"
+
+    def __init__(self, config: SequenceConfig, device: str = "cpu"):
+        super().__init__(config, device)
+        torch.manual_seed(config.seed)  # the model's initial weights
+        task, algo = config.task, config.algorithm
+        self.episodes = SequenceEpisodes(omniglot_split(config, "train"), task.classes, task.per_class)
+        if algo.name == "mann":
+            self.model = MANN(task.image_size, task.classes, algo.controller_size, algo.slots, algo.slot_size,
+                              algo.reads, algo.gamma)
+        else:
+            self.model = LSTMBaseline(task.image_size, task.classes, algo.controller_size)
+        self.model.to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=algo.lr)
+
+    def step(self, generator):
+        x, y = (t.to(self.device) for t in self.episodes.sample(self.config.train.meta_batch_size, generator))
+        logits = self.model(x, y)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.algorithm.grad_clip)
+        self.optimizer.step()
+        return {"loss": loss.item(), "accuracy": (logits.argmax(-1) == y).float().mean().item()}
+
+    def state_dict(self):
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+    def extra_metrics(self, iteration: int) -> dict:
+        every = self.config.train.validate_every
+        if every and (iteration % every == 0 or iteration == self.config.train.iterations):
+            means, _ = self.per_instance("validation", min(200, self.config.eval.num_episodes), [2])
+            return {"val_accuracy_2nd": means["model"]["2"]}
+        return {}
+
+    @torch.no_grad()
+    def per_instance(self, split: str, num_episodes: int, instances: list[int], chunk: int = 100):
+        """Accuracy by presentation number on seeded episodes of `split`, for this model and the
+        online nearest neighbour: ({"model": {k: %}, "nearest-neighbour": ...}, same for CIs)."""
+        task, ev = self.config.task, self.config.eval
+        episodes = SequenceEpisodes(omniglot_split(self.config, split), task.classes, task.per_class)
+        x, y = episodes.sample(num_episodes, torch.Generator().manual_seed(ev.seed))
+        was_training = self.model.training
+        self.model.eval()
+        predictions = []
+        bar = progress_bar(-(-num_episodes // chunk), f"evaluating on {split} episodes", self.progress)
+        for start in range(0, num_episodes, chunk):
+            part_x, part_y = x[start:start + chunk].to(self.device), y[start:start + chunk].to(self.device)
+            predictions.append(self.model(part_x, part_y).argmax(-1).cpu())
+            bar.update()
+        bar.close()
+        self.model.train(was_training)
+        instances_seen = instance_numbers(y, task.classes)
+        guesses = nearest_neighbour(x, y, task.classes, torch.Generator().manual_seed(ev.seed + 1))
+        means, cis = {}, {}
+        for label, predicted in (("model", torch.cat(predictions)), ("nearest-neighbour", guesses)):
+            means[label], cis[label] = accuracy_by_instance(predicted == y, instances_seen, instances)
+        return means, cis
+
+    def evaluate(self) -> dict:
+        ev = self.config.eval
+        means, cis = self.per_instance("test", ev.num_episodes, ev.instances)
+        return {"accuracy_by_instance": means["model"], "ci95_by_instance": cis["model"],
+                "nearest_neighbour_by_instance": means["nearest-neighbour"], "eval_episodes": ev.num_episodes,
+                "test_alphabets": self.config.task.test_alphabets}
+
+    def plots(self, run_dir: Path) -> None:
+        from .plots import figure, integer_ticks, save  # noqa: PLC0415 (matplotlib only when plotting)
+
+        means, _ = self.per_instance("test", min(200, self.config.eval.num_episodes),
+                                     list(range(1, self.config.task.per_class + 1)))
+        fig, ax = figure(figsize=(5, 4))
+        for label, row in means.items():
+            ax.plot([int(k) for k in row], list(row.values()), "o-", label=label)
+        ax.set(xlabel="presentation of the class in the episode", ylabel="accuracy (%)",
+               title=f"{self.config.algorithm.name}, held-out alphabets", ylim=(0, 100))
+        integer_ticks(ax.xaxis)
+        ax.legend()
+        ax.grid(alpha=0.3)
+        save(fig, Path(run_dir) / "accuracy_by_instance.png")

@@ -1,0 +1,3 @@
+from .mann import MANN, LRUAMemory, LSTMBaseline
+
+__all__ = ["LRUAMemory", "LSTMBaseline", "MANN"]

@@ -1,0 +1,138 @@
+"""MANN (Santoro et al. 2016): an LSTM controller with an external memory written by Least
+Recently Used Access, and the LSTM baseline without memory.
+
+Both read an episode as a sequence: at step t the image x_t with the one-hot label of step
+t - 1 (the label arrives one step late), and predict y_t. Per step, for each of R heads with
+key k (from the controller's output h):
+
+    w_w = sigmoid(alpha) w_r(t-1) + (1 - sigmoid(alpha)) w_lu(t-1)   write weights
+    M   = M with its least-used slot zeroed, + sum_heads w_w k^T         write
+    w_r = softmax_slots(cosine(k, M))                                  read weights
+    r   = w_r M                                                        read vector
+    w_u = gamma w_u + sum_heads (w_r + w_w)                            usage
+    w_lu = 1 on the R smallest usages                                  least used
+    logits = W [h, r_1 .. r_R]
+
+The controller also reads the previous step's read vectors, as in the NTM. The memory and
+every weighting start afresh with each episode (each call).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import MetakitError
+
+
+def check_episode(x: torch.Tensor, y: torch.Tensor, image_size: int, classes: int) -> None:
+    """x float [B, L, 1, H, W] in [0, 1], y long [B, L] in [0, classes)."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 5 or x.shape[2:] != (1, image_size, image_size):
+        raise MetakitError(f"x must be [episodes, steps, 1, {image_size}, {image_size}] images, got "
+                           f"{tuple(getattr(x, 'shape', ()))}")
+    if not x.is_floating_point():
+        raise MetakitError(f"x must be floating point in [0, 1] (ink = 1), got {x.dtype}")
+    if not isinstance(y, torch.Tensor) or y.dtype != torch.long or y.shape != x.shape[:2]:
+        raise MetakitError(f"y must be long labels [episodes, steps] = {tuple(x.shape[:2])} like x, got "
+                           f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")
+    if y.numel() and (y.min() < 0 or y.max() >= classes):
+        raise MetakitError(f"labels must be in [0, {classes}), got values in "
+                           f"[{int(y.min())}, {int(y.max())}]")
+
+
+def check_sizes(owner: str, **sizes) -> None:
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise MetakitError(f"{owner} {name} must be an integer >= 1, got {value!r}")
+
+
+def previous_labels(y: torch.Tensor, classes: int) -> torch.Tensor:
+    """[B, L] -> [B, L, classes]: at step t the one-hot label of step t - 1 (zeros at t = 0)."""
+    one_hot = F.one_hot(y, classes).float()
+    return torch.cat([torch.zeros_like(one_hot[:, :1]), one_hot[:, :-1]], dim=1)
+
+
+class LRUAMemory(nn.Module):
+    """The memory of one batch of episodes and its Least Recently Used Access (no parameters
+    but gamma; the controller gives keys and gates)."""
+
+    def __init__(self, slots: int, slot_size: int, reads: int, gamma: float):
+        super().__init__()
+        if not 0 <= gamma <= 1:
+            raise MetakitError(f"gamma (the usage decay) must be in [0, 1], got {gamma!r}")
+        if reads > slots:
+            raise MetakitError(f"reads ({reads}) cannot exceed the memory's slots ({slots})")
+        self.slots, self.slot_size, self.reads, self.gamma = slots, slot_size, reads, gamma
+
+    def initial_state(self, batch: int, device, dtype) -> dict[str, torch.Tensor]:
+        first = torch.zeros(batch, self.reads, self.slots, device=device, dtype=dtype)
+        first[..., 0] = 1.0  # read weights start on slot 0
+        least_used = torch.zeros(batch, self.slots, device=device, dtype=dtype)
+        least_used[:, :self.reads] = 1.0
+        return {"memory": torch.full((batch, self.slots, self.slot_size), 1e-6, device=device, dtype=dtype),
+                "read_weights": first, "usage": torch.zeros(batch, self.slots, device=device, dtype=dtype),
+                "least_used": least_used}
+
+    def step(self, state: dict, keys: torch.Tensor, gates: torch.Tensor):
+        """keys [B, R, slot_size], gates [B, R] (sigmoid(alpha)) -> (reads [B, R, slot_size], state)."""
+        gates = gates[..., None]
+        write_weights = gates * state["read_weights"] + (1 - gates) * state["least_used"][:, None]
+        # before writing, the least used slot is zeroed
+        erase = F.one_hot(state["usage"].argmin(-1), self.slots).to(keys.dtype)
+        memory = state["memory"] * (1 - erase)[..., None] + write_weights.transpose(1, 2) @ keys
+        cosine = F.normalize(keys, dim=-1, eps=1e-8) @ F.normalize(memory, dim=-1, eps=1e-8).transpose(1, 2)
+        read_weights = cosine.softmax(-1)  # [B, R, slots]
+        usage = self.gamma * state["usage"] + read_weights.sum(1) + write_weights.sum(1)
+        smallest = usage.topk(self.reads, dim=-1, largest=False).indices
+        least_used = torch.zeros_like(usage).scatter_(-1, smallest, 1.0)
+        state = {"memory": memory, "read_weights": read_weights, "usage": usage, "least_used": least_used}
+        return read_weights @ memory, state
+
+
+class MANN(nn.Module):
+    """model(x, y) -> logits [B, L, classes]; step t sees labels up to t - 1 only."""
+
+    def __init__(self, image_size: int = 20, classes: int = 5, controller_size: int = 200, slots: int = 128,
+                 slot_size: int = 40, reads: int = 4, gamma: float = 0.95):
+        super().__init__()
+        check_sizes("MANN", image_size=image_size, classes=classes, controller_size=controller_size,
+                    slots=slots, slot_size=slot_size, reads=reads)
+        self.image_size, self.classes, self.reads, self.slot_size = image_size, classes, reads, slot_size
+        self.memory = LRUAMemory(slots, slot_size, reads, gamma)
+        self.controller = nn.LSTMCell(image_size**2 + classes + reads * slot_size, controller_size)
+        self.keys = nn.Linear(controller_size, reads * slot_size)
+        self.gates = nn.Linear(controller_size, reads)  # alpha of each head
+        self.output = nn.Linear(controller_size + reads * slot_size, classes)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        check_episode(x, y, self.image_size, self.classes)
+        batch, steps = y.shape
+        inputs = torch.cat([x.flatten(2), previous_labels(y, self.classes)], -1)  # [B, L, H*W + classes]
+        state = self.memory.initial_state(batch, x.device, x.dtype)  # a fresh memory per episode
+        reads = x.new_zeros(batch, self.reads * self.slot_size)
+        hidden = None
+        logits = []
+        for t in range(steps):
+            hidden = self.controller(torch.cat([inputs[:, t], reads], -1), hidden)
+            h = hidden[0]
+            keys = torch.tanh(self.keys(h)).view(batch, self.reads, self.slot_size)
+            read, state = self.memory.step(state, keys, torch.sigmoid(self.gates(h)))
+            reads = read.flatten(1)
+            logits.append(self.output(torch.cat([h, reads], -1)))
+        return torch.stack(logits, dim=1)
+
+
+class LSTMBaseline(nn.Module):
+    """The same input and controller size, no external memory: model(x, y) -> logits."""
+
+    def __init__(self, image_size: int = 20, classes: int = 5, controller_size: int = 200):
+        super().__init__()
+        check_sizes("LSTMBaseline", image_size=image_size, classes=classes, controller_size=controller_size)
+        self.image_size, self.classes = image_size, classes
+        self.lstm = nn.LSTM(image_size**2 + classes, controller_size, batch_first=True)
+        self.output = nn.Linear(controller_size, classes)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        check_episode(x, y, self.image_size, self.classes)
+        features, _ = self.lstm(torch.cat([x.flatten(2), previous_labels(y, self.classes)], -1))
+        return self.output(features)

@@ -1,0 +1,147 @@
+"""MANN: the LRUA memory by hand, causality of the label input, fresh memory per episode, the
+sequence episodes, a short run that learns, and clear errors."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from metakit import MetakitError
+from metakit.experiment.mann import accuracy_by_instance, instance_numbers, nearest_neighbour
+from metakit.memory import MANN, LRUAMemory, LSTMBaseline
+from metakit.tasks import SequenceEpisodes
+
+
+def test_lrua_writes_to_the_least_used_slot_and_usage_decays_by_gamma():
+    memory = LRUAMemory(slots=3, slot_size=2, reads=1, gamma=0.5)
+    state = memory.initial_state(1, "cpu", torch.float32)
+    state["usage"] = torch.tensor([[0.9, 0.1, 0.6]])  # slot 1 is the least used ...
+    state["least_used"] = torch.tensor([[0.0, 1.0, 0.0]])
+    state["read_weights"] = torch.tensor([[[1.0, 0.0, 0.0]]])
+    state["memory"] = torch.tensor([[[1.0, 0.0], [5.0, 5.0], [0.0, 1.0]]])
+    key = torch.tensor([[[0.0, 2.0]]])
+    read, new = memory.step(state, key, torch.tensor([[0.0]]))  # gate 0: write where least used
+    # by hand: slot 1 is zeroed (least used), then receives the key; the others keep their rows
+    expected_memory = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [0.0, 1.0]]])
+    torch.testing.assert_close(new["memory"], expected_memory)
+    # reads: softmax over slots of cosine(key, row): cosines 0, 1, 1
+    weights = torch.tensor([0.0, 1.0, 1.0]).softmax(0)
+    torch.testing.assert_close(new["read_weights"][0, 0], weights)
+    torch.testing.assert_close(read[0, 0], weights @ expected_memory[0])
+    # usage = gamma * usage + read weights + write weights (write went to slot 1)
+    usage = 0.5 * torch.tensor([0.9, 0.1, 0.6]) + weights + torch.tensor([0, 1.0, 0])
+    torch.testing.assert_close(new["usage"][0], usage)
+    assert new["least_used"][0].tolist() == [1.0, 0.0, 0.0]  # now slot 0 has the smallest usage
+    # gate 1: the write goes where the previous read went
+    _, shared = memory.step(state, key, torch.tensor([[1.0]]))
+    torch.testing.assert_close(shared["memory"][0, 0], torch.tensor([1.0, 2.0]))
+
+
+def _episode(batch=3, steps=8, size=6, classes=4):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, steps, 1, size, size, generator=g)
+    return x, torch.randint(classes, (batch, steps), generator=g)
+
+
+@pytest.mark.parametrize("model", [MANN(6, 4, 16, slots=8, slot_size=5, reads=2), LSTMBaseline(6, 4, 16)])
+def test_the_label_of_step_t_reaches_only_later_steps_and_episodes_are_independent(model):
+    x, y = _episode()
+    logits = model(x, y)
+    for t in (0, 3, 7):
+        changed = y.clone()
+        changed[:, t] = (changed[:, t] + 1) % 4
+        other = model(x, changed)
+        torch.testing.assert_close(other[:, :t + 1], logits[:, :t + 1])  # no leak of y_t into step t
+        if t < 7:
+            assert (other[:, t + 1] - logits[:, t + 1]).abs().max() > 1e-6  # it does reach step t + 1
+    # the memory starts afresh: an episode's outputs do not depend on the others in its batch or
+    # on an episode seen before
+    alone = model(x[1:2], y[1:2])
+    torch.testing.assert_close(alone[0], logits[1], rtol=1e-5, atol=1e-6)
+    model(x.flip(0), y.flip(0))
+    torch.testing.assert_close(model(x[1:2], y[1:2]), alone)
+
+
+def test_sequence_episodes_hold_each_class_per_class_times_with_fresh_labels():
+    classes, drawings = 12, 20
+    ids = torch.arange(classes * drawings, dtype=torch.uint8).view(classes, drawings, 1, 1)
+    episodes = SequenceEpisodes(ids.expand(-1, -1, 3, 3).contiguous(), classes=5, per_class=10)
+    x, y = episodes.sample(64, torch.Generator().manual_seed(0))
+    assert x.shape == (64, 50, 1, 3, 3) and y.shape == (64, 50) and x.max() <= 1
+    assert (F.one_hot(y, 5).sum(1) == 10).all()  # 5 labels, 10 presentations each
+    ids = (x[:, :, 0, 0, 0] * 255).round().long()  # image id = class * drawings + drawing
+    for e in range(64):
+        source = ids[e] // drawings
+        assert len(set(ids[e].tolist())) == 50  # 50 different drawings
+        for label in range(5):  # one class per label, one label per class
+            assert len(set(source[y[e] == label].tolist())) == 1
+    first_class = [int((ids[e] // drawings)[y[e] == 0][0]) for e in range(64)]
+    assert len(set(first_class)) > 5  # label 0 is a different class from episode to episode
+    assert len({tuple(y[e, :10].tolist()) for e in range(64)}) > 50  # and the order is random
+    instances = instance_numbers(y, 5)
+    assert (F.one_hot(instances - 1, 10).sum(1) == 5).all()  # instances 1..10, five times each
+
+
+def test_accuracy_by_instance_and_the_nearest_neighbour_by_hand():
+    y = torch.tensor([[0, 1, 0, 1, 0]])
+    instances = instance_numbers(y, 2)
+    assert instances.tolist() == [[1, 1, 2, 2, 3]]
+    correct = torch.tensor([[True, False, True, False, True]])
+    means, _ = accuracy_by_instance(correct, instances, [1, 2, 3])
+    assert means == {"1": 50.0, "2": 50.0, "3": 100.0}
+    x = torch.tensor([0.0, 10.0, 0.1, 9.0, 0.2]).view(1, 5, 1, 1, 1)
+    guesses = nearest_neighbour(x, y, 2, torch.Generator().manual_seed(0))
+    assert guesses[0, 1:].tolist() == [0, 0, 1, 0]  # step 1 sees only step 0; later ones find their twin
+
+
+def test_a_short_run_lifts_second_instance_accuracy_above_chance():
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    prototypes = torch.rand(60, 1, 8, 8, generator=g) > 0.5  # 60 classes of noisy 8 x 8 patterns
+    images = (prototypes ^ (torch.rand(60, 10, 8, 8, generator=g) < 0.05)).to(torch.uint8) * 255
+    episodes = SequenceEpisodes(images, classes=5, per_class=4)
+    model = MANN(8, 5, controller_size=64, slots=32, slot_size=16, reads=1)
+    optimizer = torch.optim.Adam(model.parameters(), 5e-3)
+    for _ in range(200):
+        x, y = episodes.sample(16, g)
+        loss = F.cross_entropy(model(x, y).flatten(0, 1), y.flatten())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        x, y = episodes.sample(400, torch.Generator().manual_seed(5))
+        correct = model(x, y).argmax(-1) == y
+    means, _ = accuracy_by_instance(correct, instance_numbers(y, 5), [2])
+    assert means["2"] > 26, means  # chance is 20 (about 31 after these 200 updates)
+
+
+def test_bad_inputs_name_their_shapes():
+    model = MANN(6, 4, 16, slots=8, slot_size=5, reads=2)
+    x, y = _episode()
+    with pytest.raises(MetakitError, match=r"x must be \[episodes, steps, 1, 6, 6\] images, got \(3, 8, 1"):
+        model(torch.rand(3, 8, 1, 7, 7), y)
+    with pytest.raises(MetakitError, match=r"labels must be in \[0, 4\), got values in \[0, 4\]"):
+        model(x, y.clamp(max=3).index_fill(1, torch.tensor([2]), 4))
+    with pytest.raises(MetakitError, match=r"y must be long labels \[episodes, steps\] = \(3, 8\) like x, "
+                                           r"got torch.int64 \(3, 7\)"):
+        model(x, y[:, :7])
+    with pytest.raises(MetakitError, match="gamma .* must be in \\[0, 1\\], got 1.5"):
+        MANN(gamma=1.5)
+    with pytest.raises(MetakitError, match="MANN reads must be an integer >= 1, got 0"):
+        MANN(reads=0)
+
+
+def test_reproduce_smoke_writes_the_table_and_load_gives_the_model_back(real_omniglot, tmp_path, cli):
+    import json
+
+    import metakit
+
+    code, out, err = cli("reproduce", "mann-omniglot", "--budget", "smoke", "--out", tmp_path, "--quiet")
+    assert code == 0, err
+    assert "mann-omniglot: percent correct at each presentation" in out and "human (paper)" in out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["accuracy_by_instance"]) == {"mann", "lstm", "nearest-neighbour"}
+    assert set(results["accuracy_by_instance"]["mann"]) == {"1", "2", "3", "4", "5", "10"}
+    assert results["paper"]["mann"]["2"] == 82.8 and (tmp_path / "accuracy_by_instance.png").is_file()
+    algo = metakit.load(tmp_path / "omniglot-mann")
+    assert isinstance(algo.model, MANN)
+    x, y = algo.episodes.sample(2, torch.Generator().manual_seed(0))
+    assert algo.model(x, y).shape == (2, 50, 5)
