@@ -27,10 +27,10 @@ def _policy(run_dir):
 
 
 def test_maml_trpo_resumes_after_a_kill_to_the_same_weights(tmp_path, whole_and_resumed_runs):
-    whole, killed = whole_and_resumed_runs("maml-trpo-nav2d", SMALL, 30, tmp_path)
+    whole, killed = whole_and_resumed_runs("maml-trpo-nav2d", SMALL, 16, tmp_path)
     assert torch.equal(_policy(killed), _policy(whole))
     rows = [json.loads(line)["iteration"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
-    assert rows == list(range(1, 31))
+    assert rows == list(range(1, 17))
 
 
 def test_reproduce_nav2d_smoke_writes_returns_after_steps(tmp_path, cli):
