@@ -179,6 +179,8 @@ def _run(args) -> int:
         )
         for key, value in results["accuracy"].items():
             print(f"  {key}: {100 * value:.2f}% ± {100 * results['ci95'][key]:.2f}")
+    elif "mse_after_steps" not in results:  # a family without a summary of its own: its results as they are
+        print(json.dumps(results, indent=2))
     else:
         print(
             f"{results['name']} ({results['algorithm']}): query MSE after k inner steps, "
