@@ -161,6 +161,11 @@ def test_public_entry_points_check_shapes_and_dtypes():
         maml.meta_loss(wide)
     with pytest.raises(MetakitError, match="inputs must be floating point"):
         maml.adapt(batch.support_x.long(), batch.support_y)
+    proto = metakit.PrototypicalNetwork(metakit.nets.Conv4(num_classes=None))
+    images = torch.zeros(1, 2, 1, 28, 28, dtype=torch.uint8)
+    labels = torch.tensor([[0, 1]])
+    with pytest.raises(MetakitError, match=r"support_x is torch.uint8; expected torch.float32 like the enc"):
+        proto.loss(metakit.TaskBatch(images, labels, images, labels))
 
 
 def test_hardware_counts_threads_in_words():

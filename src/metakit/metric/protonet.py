@@ -31,6 +31,11 @@ class PrototypicalNetwork(nn.Module):
         """The number of classes; labels must be 0..ways-1, each present in every support set."""
         if not isinstance(batch, TaskBatch):
             raise MetakitError(f"expected a metakit.TaskBatch, got {type(batch).__name__}")
+        param = next(self.encoder.parameters(), None)
+        for name, x in (("support_x", batch.support_x), ("query_x", batch.query_x)):
+            if not x.is_floating_point() or (param is not None and x.dtype != param.dtype):
+                expected = "floating point" if param is None else f"{param.dtype} like the encoder"
+                raise MetakitError(f"{name} is {x.dtype}; expected {expected} (images: x.float() / 255)")
         if batch.support_y.dtype != torch.long or batch.support_y.dim() != 2:
             raise MetakitError("metric learners need integer class labels [T, S], got "
                                f"{batch.support_y.dtype} {tuple(batch.support_y.shape)}")
