@@ -54,3 +54,8 @@ class Algorithm:
 
     def plots(self, run_dir: Path) -> None:
         """Figures of the trained object (the runner draws the learning curve)."""
+
+    def trained(self):
+        """What metakit.load hands the user: the algorithm itself, unless its trained object
+        stands alone (a learned optimiser's network)."""
+        return self

@@ -23,6 +23,7 @@ ALGORITHMS: dict[str, str | type] = {
     "rl2": "metakit.experiment.rl2:RL2Experiment",
     "mann": "metakit.experiment.mann:SequenceExperiment",
     "lstm": "metakit.experiment.mann:SequenceExperiment",
+    "l2o": "metakit.experiment.l2o:L2OExperiment",
 }
 
 

@@ -1,0 +1,4 @@
+"""python -m metakit: the metakit command."""
+from .cli import main
+
+main()
