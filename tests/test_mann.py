@@ -22,8 +22,9 @@ def test_lrua_writes_to_the_least_used_slot_and_usage_decays_by_gamma():
     # by hand: slot 1 is zeroed (least used), then receives the key; the others keep their rows
     expected_memory = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [0.0, 1.0]]])
     torch.testing.assert_close(new["memory"], expected_memory)
-    # reads: softmax over slots of cosine(key, row): cosines 0, 1, 1
-    weights = torch.tensor([0.0, 1.0, 1.0]).softmax(0)
+    # reads: softmax over slots of cosine(key, row of the memory before the write): cosines 0,
+    # 1/sqrt(2), 1 (against the new memory slot 1 would be the key itself, cosine 1)
+    weights = torch.tensor([0.0, 0.5 ** 0.5, 1.0]).softmax(0)
     torch.testing.assert_close(new["read_weights"][0, 0], weights)
     torch.testing.assert_close(read[0, 0], weights @ expected_memory[0])
     # usage = gamma * usage + read weights + write weights (write went to slot 1)

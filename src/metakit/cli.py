@@ -179,6 +179,12 @@ def _run(args) -> int:
         )
         for key, value in results["accuracy"].items():
             print(f"  {key}: {100 * value:.2f}% ± {100 * results['ci95'][key]:.2f}")
+    elif "final_loss" in results:
+        print(f"{results['name']} (l2o): mean final loss on {results['eval_problems']} held-out problems "
+              "(baselines at the learning rate tuned on training problems)")
+        for case, row in results["final_loss"].items():
+            cells = ", ".join(f"{name} {'diverged' if v is None else f'{v:.4g}'}" for name, v in row.items())
+            print(f"  {case}: {cells}")
     elif "mse_after_steps" not in results:  # a family without a summary of its own: its results as they are
         print(json.dumps(results, indent=2))
     else:

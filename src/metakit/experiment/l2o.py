@@ -297,14 +297,19 @@ def plot_loss_curves(results: dict, out: Path) -> None:
     from .plots import save  # noqa: PLC0415
 
     cases = list(results["curves"])
-    fig = Figure(figsize=(4 * len(cases), 3.4))
-    for ax, case in zip(fig.subplots(1, len(cases), squeeze=False)[0], cases):
+    columns = min(3, len(cases))
+    rows = -(-len(cases) // columns)
+    fig = Figure(figsize=(4.5 * columns, 3.6 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False).flatten()
+    for ax in axes[len(cases):]:
+        ax.set_visible(False)
+    for ax, case in zip(axes, cases):
         for i, (name, mean) in enumerate(results["curves"][case].items()):
             ci = results["curves_ci95"][case][name]
             steps = range(len(mean))
             if any(m is None for m in mean):
                 continue  # diverged: nothing to draw
-            label = name if name == LEARNED else f"{name} (lr {results['learning_rates'][case][name]:g})"
+            label = name if name == LEARNED else f"{name} (lr {results['learning_rates'][case][name]:.2g})"
             ax.plot(steps, mean, color=f"C{i}", label=label, lw=2 if name == LEARNED else 1)
             low = [m - (c or 0) for m, c in zip(mean, ci)]
             high = [m + (c or 0) for m, c in zip(mean, ci)]

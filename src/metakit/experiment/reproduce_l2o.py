@@ -50,6 +50,6 @@ def format_l2o_table(results: dict) -> str:
             mean, ci = results["final_loss"][case][name], results["final_loss_ci95"][case][name]
             rate = results["learning_rates"][case].get(name)
             cells.append("diverged" if mean is None else f"{mean:.4g} ± {ci or 0:.2g}"
-                         + (f" (lr {rate:g})" if rate is not None else ""))
+                         + (f" (lr {rate:.2g})" if rate is not None else ""))
         lines.append(" | ".join([case, *cells]))
     return "\n".join(lines)

@@ -7,7 +7,7 @@ key k (from the controller's output h):
 
     w_w = sigmoid(alpha) w_r(t-1) + (1 - sigmoid(alpha)) w_lu(t-1)   write weights
     M   = M with its least-used slot zeroed, + sum_heads w_w k^T         write
-    w_r = softmax_slots(cosine(k, M))                                  read weights
+    w_r = softmax_slots(cosine(k, M(t-1)))                             read weights (M before the write)
     r   = w_r M                                                        read vector
     w_u = gamma w_u + sum_heads (w_r + w_w)                            usage
     w_lu = 1 on the R smallest usages                                  least used
@@ -80,7 +80,10 @@ class LRUAMemory(nn.Module):
         # before writing, the least used slot is zeroed
         erase = F.one_hot(state["usage"].argmin(-1), self.slots).to(keys.dtype)
         memory = state["memory"] * (1 - erase)[..., None] + write_weights.transpose(1, 2) @ keys
-        cosine = F.normalize(keys, dim=-1, eps=1e-8) @ F.normalize(memory, dim=-1, eps=1e-8).transpose(1, 2)
+        # the key is compared with the memory as it was before this step's write: it looks up what
+        # earlier steps stored (against the new memory it would find its own write, cosine 1)
+        previous = F.normalize(state["memory"], dim=-1, eps=1e-8)
+        cosine = F.normalize(keys, dim=-1, eps=1e-8) @ previous.transpose(1, 2)
         read_weights = cosine.softmax(-1)  # [B, R, slots]
         usage = self.gamma * state["usage"] + read_weights.sum(1) + write_weights.sum(1)
         smallest = usage.topk(self.reads, dim=-1, largest=False).indices
