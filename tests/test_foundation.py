@@ -98,6 +98,16 @@ def test_a_new_family_trains_resumes_and_loads_through_the_one_runner(estimate_f
     assert resumed["estimate"] == results["estimate"]
     loaded = metakit.load(tmp_path / "whole")
     assert isinstance(loaded, EstimateMean) and loaded.mean.item() == results["estimate"]
+    # a finished run trains further with a larger train.iterations: the same as a longer run
+    # (this family has no schedule); any other change, or fewer iterations, is refused
+    longer = train(load_config(estimate_family, ["train.iterations=30"]), tmp_path / "longer", progress=False)
+    extended = train(load_config(estimate_family, ["train.iterations=30"]), tmp_path / "whole", resume=True,
+                     progress=False)
+    assert extended["estimate"] == longer["estimate"] and extended["iterations"] == 30
+    with pytest.raises(MetakitError, match="only train.iterations may grow"):
+        train(load_config(estimate_family, ["algorithm.lr=0.1"]), tmp_path / "whole", resume=True)
+    with pytest.raises(MetakitError, match="already at iteration 30"):
+        train(load_config(estimate_family, ["train.iterations=25"]), tmp_path / "whole", resume=True)
     with pytest.raises(MetakitError, match=r"unknown config key 'algorithm.inner_lr'.*estimate-mean"):
         load_config(estimate_family, ["algorithm.inner_lr=0.1"])
 

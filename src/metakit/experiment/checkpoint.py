@@ -55,7 +55,7 @@ def read_run_config(run_dir: Path, overrides: list[str] = ()) -> Any:
 def open_run_dir(config, run_dir: Path, resume: bool) -> dict[str, Any] | None:
     """Prepare run_dir for training `config` and return the checkpoint to continue from, or
     None for a fresh start. A run is never overwritten without --resume, nor resumed with a
-    different config."""
+    different config, except a larger train.iterations: that trains a run further."""
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT
     if checkpoint_path.exists() and not resume:
@@ -63,10 +63,16 @@ def open_run_dir(config, run_dir: Path, resume: bool) -> dict[str, Any] | None:
                            "or --out to choose another directory")
     state = None
     if resume and checkpoint_path.exists():
-        if to_dict(read_run_config(run_dir)) != to_dict(config):
+        saved, wanted = to_dict(read_run_config(run_dir)), to_dict(config)
+        longer = {**wanted, "train": {**wanted["train"], "iterations": saved["train"]["iterations"]}}
+        if saved != wanted and saved != longer:
             raise MetakitError(f"--resume: the config differs from the one saved in {run_dir}/{CONFIG}; "
-                               "resume with the same config and --set values")
+                               "resume with the same config and --set values (only train.iterations may "
+                               "grow, to train a run further)")
         state = load_checkpoint(checkpoint_path)
+        if config.train.iterations < state["iteration"]:
+            raise MetakitError(f"--resume: train.iterations={config.train.iterations} but {run_dir} is "
+                               f"already at iteration {state['iteration']}")
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(config, run_dir / CONFIG)
     _truncate_metrics(run_dir / METRICS, state["iteration"] if state else 0)
