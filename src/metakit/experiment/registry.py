@@ -24,6 +24,7 @@ ALGORITHMS: dict[str, str | type] = {
     "mann": "metakit.experiment.mann:SequenceExperiment",
     "lstm": "metakit.experiment.mann:SequenceExperiment",
     "l2o": "metakit.experiment.l2o:L2OExperiment",
+    "meta-critic": "metakit.experiment.meta_critic:MetaCriticExperiment",
 }
 
 

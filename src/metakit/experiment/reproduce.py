@@ -12,6 +12,8 @@ from .config import load_config
 from .reproduce_l2o import RUNS as L2O_RUNS
 from .reproduce_l2o import format_l2o_table, reproduce_l2o
 from .reproduce_mann import format_mann_table, reproduce_mann
+from .reproduce_meta_critic import RUNS as META_CRITIC_RUNS
+from .reproduce_meta_critic import format_meta_critic_table, reproduce_meta_critic
 from .reproduce_rl2 import ROWS as RL2_ROWS
 from .reproduce_rl2 import format_rl2_table, reproduce_rl2
 from .runner import train
@@ -123,15 +125,17 @@ def reproduce(name: str, out: Path, budget: str = "full", device: str = "cpu", p
 
 
 def reproduction_names() -> list[str]:
-    return sorted([*REPRODUCTIONS, *RL2_ROWS, *L2O_RUNS, "mann-omniglot"])
+    return sorted([*REPRODUCTIONS, *RL2_ROWS, *L2O_RUNS, *META_CRITIC_RUNS, "mann-omniglot"])
 
 
 def _reproduce(name, out, budget, device, progress, resume, algo, lake_runs) -> dict:
-    if name == "mann-omniglot" or name in L2O_RUNS:
+    if name == "mann-omniglot" or name in L2O_RUNS or name in META_CRITIC_RUNS:
         if algo is not None or lake_runs is not None:
             raise MetakitError(f"--algo and --runs apply to omniglot-minimal, not to {name}")
         if name in L2O_RUNS:
             return reproduce_l2o(name, Path(out), budget, device, progress, resume, hardware(device))
+        if name in META_CRITIC_RUNS:
+            return reproduce_meta_critic(name, Path(out), budget, device, progress, resume, hardware(device))
         return reproduce_mann(out, budget, device, progress, resume)
     if name in RL2_ROWS:
         if algo is not None or lake_runs is not None:
@@ -275,6 +279,8 @@ def _format_table(results: dict) -> str:
         return format_mann_table(results)
     if results["name"] in L2O_RUNS:
         return format_l2o_table(results)
+    if results["name"] in META_CRITIC_RUNS:
+        return format_meta_critic_table(results)
     if results["name"] in RL2_ROWS:
         return format_rl2_table(results)
     if "returns_after_steps" in results:
