@@ -98,7 +98,7 @@ class MetaCriticExperiment(Algorithm):
         torch.manual_seed(config.seed)  # the critic's initial weights
         a, t = config.algorithm, config.task
         self.critic = MetaCritic(2, 2, a.hidden_size, a.encoder_size, a.z_size).to(device)
-        self.optimizer = torch.optim.Adam(self.critic.parameters(), lr=a.critic_lr)
+        self.optimizer = torch.optim.Adam(self.critic.parameters(), lr=a.critic_lr, fused=True)
         # the authors' y = A sin(x + b) is metakit's Sinusoid with phase -b
         self.sines = Sinusoid(t.shots, 1, tuple(t.amplitude), (-t.phase[1], -t.phase[0]), tuple(t.x_range))
         self.episode, self.tasks = 0, None
@@ -114,15 +114,14 @@ class MetaCriticExperiment(Algorithm):
         if self.episode % train.renew_every == 0 or self.tasks is None:
             self.tasks = self.sines.sample_functions(train.num_tasks, generator)
         actors = BatchedMLP(train.num_tasks, [1, 40, 40, 1], generator).to(self.device)
-        actor_optimizer = torch.optim.Adam(actors.parameters(), lr=self.config.algorithm.actor_lr)
+        actor_optimizer = torch.optim.Adam(actors.parameters(), lr=self.config.algorithm.actor_lr, fused=True)
         history = torch.cat(self.sample(self.tasks, shots, generator), -1)  # [T, K, (x, y)]
         for _ in range(train.steps):
             x, y = self.sample(self.tasks, shots, generator)
-            with torch.no_grad():
-                z = self.critic.encoder(history)
+            z = self.critic.encoder(history)  # the actor reads it detached; the critic step trains the TAEN
             prediction = regression_actor_step(self.critic, actors, actor_optimizer, x, z)
             critic_loss = critic_regression_step(self.critic, self.optimizer, torch.cat([x, prediction], -1),
-                                                 history, -(y - prediction).square().squeeze(-1))
+                                                 z, -(y - prediction).square().squeeze(-1))
             history = torch.cat([x, y], -1)  # the next step's encoder reads this step's pairs
         self.episode += 1
         return {"critic_loss": critic_loss, "actor_mse": F.mse_loss(prediction, y).item()}

@@ -85,10 +85,10 @@ class MetaCritic(nn.Module):
         return self.value_net(torch.cat([inputs, z], -1)).squeeze(-1)
 
 
-def critic_regression_step(critic: MetaCritic, optimizer, inputs, history, targets) -> float:
-    """One step of MVN and TAEN on the squared error between value(inputs, TAEN(history)) and
-    the observed targets [T, N]."""
-    loss = F.mse_loss(critic.value(inputs, critic.encoder(history)), targets)
+def critic_regression_step(critic: MetaCritic, optimizer, inputs, z, targets) -> float:
+    """One step of MVN and TAEN on the squared error between value(inputs, z) and the observed
+    targets [T, N]; z = critic.encoder(history), computed with its graph so the TAEN learns."""
+    loss = F.mse_loss(critic.value(inputs, z), targets)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
