@@ -180,7 +180,7 @@ def test_l2o_resumes_exactly(tmp_path, whole_and_resumed_runs):
     whole, killed = whole_and_resumed_runs(
         "l2o-quadratic", [*TINY, "train.log_every=1", "train.checkpoint_every=1", "eval.cases=[quadratic-20]",
                           "eval.baselines=[sgd]", "eval.learning_rates=[0.01]"],
-        6, tmp_path)
+        4, tmp_path)
     a = torch.load(whole / "checkpoint.pt", weights_only=True)["algorithm"]["net"]
     b = torch.load(killed / "checkpoint.pt", weights_only=True)["algorithm"]["net"]
     for key in a:

@@ -185,6 +185,12 @@ def _run(args) -> int:
         for case, row in results["final_loss"].items():
             cells = ", ".join(f"{name} {'diverged' if v is None else f'{v:.4g}'}" for name, v in row.items())
             print(f"  {case}: {cells}")
+    elif "mse" in results:
+        print(f"{results['name']} (meta-critic): test MSE on {results['eval_tasks']} unseen tasks after "
+              f"{results['meta_test_steps']} actor steps")
+        for k, row in results["mse"].items():
+            cells = ", ".join(f"{name} {'diverged' if v is None else f'{v:.3f}'}" for name, v in row.items())
+            print(f"  K={k}: {cells}")
     elif "mse_after_steps" not in results:  # a family without a summary of its own: its results as they are
         print(json.dumps(results, indent=2))
     else:
