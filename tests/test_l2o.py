@@ -154,7 +154,7 @@ def test_truncated_bptt_does_not_backpropagate_across_unroll_boundaries():
 def test_a_short_meta_training_run_beats_untrained_and_sgd_at_a_fixed_learning_rate(tmp_path):
     config = load_config("l2o-quadratic", [
         *TINY, "train.iterations=40", "train.lr=0.01", "train.log_every=10", "train.checkpoint_every=40",
-        "eval.cases=[quadratic-20,quadratic-40]", "eval.baselines=[sgd,adam]"])
+        "eval.cases=[quadratic-20]", "eval.baselines=[sgd,adam]"])
     untrained = build(config)
     problems = QuadraticProblems(32, 10, torch.Generator().manual_seed(7))
     theta0 = problems.init(torch.Generator().manual_seed(8))
@@ -170,7 +170,7 @@ def test_a_short_meta_training_run_beats_untrained_and_sgd_at_a_fixed_learning_r
     sgd = final(lambda params: torch.optim.SGD(params, lr=0.01))  # the best rate here (0.03 diverges)
     assert after < 0.5 * before and after < sgd, (before, after, sgd)
     results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results["final_loss"]) == {"quadratic-20", "quadratic-40"}
+    assert set(results["final_loss"]) == {"quadratic-20"}
     assert set(results["final_loss"]["quadratic-20"]) == {"learned", "sgd", "adam"}
     assert results["learning_rates"]["quadratic-20"]["sgd"] in (0.01, 0.1)
     assert (tmp_path / "loss_curves.png").is_file()
