@@ -12,6 +12,16 @@ from tqdm.auto import tqdm
 from ..errors import MetakitError
 
 
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """DATA: the `root` argument, else $METAKIT_DATA (what `--data` sets), else
+    ~/.cache/metakit; each dataset lives in its own folder under it."""
+    if root is not None:
+        return Path(root)
+    if os.environ.get("METAKIT_DATA"):
+        return Path(os.environ["METAKIT_DATA"])
+    return Path.home() / ".cache" / "metakit"
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -9,14 +9,13 @@ else ~/.cache/metakit); missing files are downloaded only when asked (METAKIT_DO
 from __future__ import annotations
 
 import gzip
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import MetakitError
-from .archives import download, verify
+from .archives import data_root, download, verify
 from .omniglot import download_by_default
 
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -32,12 +31,8 @@ DIGITS_TEST = 600  # the last 600 of a fixed shuffle of the 1,797 digits are the
 
 
 def mnist_dir(root=None) -> Path:
-    if root is not None:
-        base = Path(root)
-    elif os.environ.get("METAKIT_DATA"):
-        base = Path(os.environ["METAKIT_DATA"])
-    else:
-        base = Path.home() / ".cache" / "metakit"
+    """DATA/mnist (DATA as for every dataset, see data_root), or DATA itself if it holds the files."""
+    base = data_root(root)
     return base if (base / next(iter(FILES))).exists() else base / "mnist"
 
 

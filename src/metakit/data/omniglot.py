@@ -22,7 +22,7 @@ from PIL import Image
 
 from ..errors import MetakitError
 from ..files import save_torch
-from .archives import download, verify
+from .archives import data_root, download, verify
 
 URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/{name}.zip"
 # SHA-256 of the official zips; None where we could not pin it (no internet here): such an
@@ -80,12 +80,7 @@ def data_dir(root: str | os.PathLike | None = None) -> Path:
     """Where the Omniglot archives are: DATA/omniglot, with DATA the `root` argument, else
     $METAKIT_DATA (what `--data` sets), else ~/.cache/metakit: one meaning everywhere. A root
     that itself holds the archives (or their extracted folders) is taken as it is."""
-    if root is not None:
-        base = Path(root)
-    elif os.environ.get("METAKIT_DATA"):
-        base = Path(os.environ["METAKIT_DATA"])
-    else:
-        base = Path.home() / ".cache" / "metakit"
+    base = data_root(root)
     holds_archives = any((base / f"{n}.zip").exists() or (base / n).is_dir() for n in ARCHIVES)
     return base if holds_archives and not (base / "omniglot").is_dir() else base / "omniglot"
 
