@@ -158,7 +158,8 @@ def config_from_dict(data: Any, where: str = "the config"):
     if name is None:
         raise MetakitError(f"{where} names no algorithm; add `algorithm: {{name: ...}}` with one of "
                            f"{algorithm_names()}")
-    cls = algorithm_class(name)
+    task = data.get("task")
+    cls = algorithm_class(name, task.get("name") if isinstance(task, dict) else None)
     for section, choices in cls.named_sections.items():
         given = data.get(section)
         if not isinstance(given, dict) or given.get("name") is None:

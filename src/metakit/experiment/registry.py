@@ -10,7 +10,8 @@ import importlib
 
 from ..errors import MetakitError
 
-ALGORITHMS: dict[str, str | type] = {
+# A name may map to {task.name: class} when one algorithm trains differently per setting.
+ALGORITHMS: dict[str, str | type | dict[str, str]] = {
     "maml": "metakit.experiment.gradient:MAMLExperiment",
     "fomaml": "metakit.experiment.gradient:MAMLExperiment",
     "metasgd": "metakit.experiment.gradient:MAMLExperiment",
@@ -24,7 +25,9 @@ ALGORITHMS: dict[str, str | type] = {
     "mann": "metakit.experiment.mann:SequenceExperiment",
     "lstm": "metakit.experiment.mann:SequenceExperiment",
     "l2o": "metakit.experiment.l2o:L2OExperiment",
-    "meta-critic": "metakit.experiment.meta_critic:MetaCriticExperiment",
+    "meta-critic": {"sine": "metakit.experiment.meta_critic:MetaCriticExperiment",
+                    "cartpole": "metakit.experiment.meta_critic_cartpole:CartPoleMetaCritic",
+                    "bandit": "metakit.experiment.meta_critic_bandit:BanditMetaCritic"},
 }
 
 
@@ -46,11 +49,17 @@ def algorithm_names() -> list[str]:
     return sorted(ALGORITHMS)
 
 
-def algorithm_class(name: str):
-    """The Algorithm subclass registered as `name`."""
+def algorithm_class(name: str, setting: str | None = None):
+    """The Algorithm subclass registered as `name` (for `setting`, the config's task.name, where
+    the algorithm has one class per setting)."""
     if name not in ALGORITHMS:
         raise MetakitError(f"config key 'algorithm.name' must be one of {algorithm_names()}, got {name!r}")
     target = ALGORITHMS[name]
+    if isinstance(target, dict):
+        if setting not in target:
+            raise MetakitError(f"config key 'task.name' must be one of {sorted(target)} for algorithm "
+                               f"{name!r}, got {setting!r}")
+        target = target[setting]
     if isinstance(target, type):
         return target
     module, attribute = target.split(":")

@@ -38,7 +38,8 @@ def check_device(device: str) -> str:
 
 def build(config, device: str = "cpu") -> Algorithm:
     """The untrained algorithm of a config (from metakit.experiment.load_config)."""
-    return algorithm_class(config.algorithm.name)(config, check_device(device))
+    setting = getattr(getattr(config, "task", None), "name", None)
+    return algorithm_class(config.algorithm.name, setting)(config, check_device(device))
 
 
 def load(run_dir: str | Path, device: str = "cpu", overrides: list[str] = ()) -> Algorithm:

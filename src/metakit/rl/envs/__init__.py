@@ -1,8 +1,9 @@
 """Batched task environments (tensor code). Each is also a Gymnasium environment,
 `gymnasium.make("metakit/Navigation2D-v0")`, registered through the entry point that
 pyproject.toml declares (see gym.py); importing this package does not import gymnasium."""
+
 from ...errors import MetakitError
-from .bandit import BernoulliBandit
+from .bandit import BernoulliBandit, DirichletBandit
 from .base import TaskEnv
 from .classic import CartPole, Pendulum
 from .locomotion import AntDir, AntVel, HalfCheetahDir, HalfCheetahVel, Locomotion
@@ -11,14 +12,23 @@ from .navigation import Navigation2D
 from .tabular import TabularMDP
 
 ENVIRONMENTS: dict[str, type[TaskEnv]] = {
-    "Navigation2D": Navigation2D, "BernoulliBandit": BernoulliBandit, "TabularMDP": TabularMDP,
-    "CartPole": CartPole, "Pendulum": Pendulum, "HalfCheetahVel": HalfCheetahVel,
-    "HalfCheetahDir": HalfCheetahDir, "AntVel": AntVel, "AntDir": AntDir}
+    "Navigation2D": Navigation2D,
+    "BernoulliBandit": BernoulliBandit,
+    "DirichletBandit": DirichletBandit,
+    "TabularMDP": TabularMDP,
+    "CartPole": CartPole,
+    "Pendulum": Pendulum,
+    "HalfCheetahVel": HalfCheetahVel,
+    "HalfCheetahDir": HalfCheetahDir,
+    "AntVel": AntVel,
+    "AntDir": AntDir,
+}
 
 __all__ = [
     "AntDir",
     "AntVel",
     "BernoulliBandit",
+    "DirichletBandit",
     "CartPole",
     "ENVIRONMENTS",
     "HalfCheetahDir",

@@ -29,3 +29,12 @@ class BernoulliBandit(TaskEnv):
         p = self.tasks.gather(1, actions)  # [T, E]
         reward = (torch.rand(p.shape, generator=generator) < p).float()
         return torch.ones(*actions.shape, 1), reward, torch.ones_like(actions, dtype=torch.bool)
+
+
+class DirichletBandit(BernoulliBandit):
+    """Dependent arms (Sung et al. 2017): p ~ Dirichlet(1, ..., 1), so the success probabilities
+    sum to 1 and one pull tells something about every arm."""
+
+    def sample_tasks(self, num_tasks, generator=None):
+        exponential = -torch.rand(num_tasks, self.action_size, generator=generator).clamp_min(1e-12).log()
+        return exponential / exponential.sum(1, keepdim=True)  # normalised Exp(1) draws are Dirichlet(1)

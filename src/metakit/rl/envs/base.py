@@ -40,6 +40,9 @@ class TaskEnv:
     def _step(self, actions: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def _observe(self) -> torch.Tensor:  # envs that observe more or less than their state override it
+        return self.state.clone()
+
     # -- the checked public interface --------------------------------------------------------
     def set_tasks(self, tasks: torch.Tensor) -> None:
         if not isinstance(tasks, torch.Tensor) or tasks.dim() < 1 or tasks.shape[0] < 1:
@@ -84,3 +87,22 @@ class TaskEnv:
         self.terminated = was_done | done  # the environment's own end, not the time limit
         self.done = self.terminated | (self.t >= self.horizon)
         return obs, reward.masked_fill(was_done, 0.0), self.done.clone()
+
+    def restart(self, ended: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Begin fresh episodes where `ended` [T, E] is True and let the others run on (episodes
+        that continue across rollouts, as in actor-critic with n-step chunks). The time limit
+        still counts from reset(). For envs whose whole state is `self.state`. Observations
+        [T, E, obs]."""
+        if self.done is None or not hasattr(self, "state"):
+            raise MetakitError(f"{type(self).__name__}.restart needs reset() first and an env whose state "
+                               f"is one tensor `state`")
+        if not isinstance(ended, torch.Tensor) or ended.shape != self.done.shape or ended.dtype != torch.bool:
+            raise MetakitError(f"restart expects a bool mask of shape {tuple(self.done.shape)}, got "
+                               f"{getattr(ended, 'dtype', type(ended).__name__)} "
+                               f"{tuple(getattr(ended, 'shape', ()))}")
+        running = self.state
+        self._reset(self.episodes, generator)  # fresh states for all; keep those of running episodes
+        self.state = torch.where(ended.view(*ended.shape, *[1] * (running.dim() - 2)), self.state, running)
+        self.done = self.done & ~ended
+        self.terminated = getattr(self, "terminated", self.done) & ~ended
+        return self._observe()
