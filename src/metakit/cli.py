@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"metakit: interrupted. {_resume_advice(args, argv)}", file=sys.stderr)
         return 130
+    finally:
+        if "torch.distributed" in sys.modules and sys.modules["torch.distributed"].is_initialized():
+            sys.modules["torch.distributed"].destroy_process_group()
 
 
 def _resume_advice(args, argv: list[str]) -> str:
@@ -148,6 +151,10 @@ def _run(args) -> int:
             args.algo,
             Path(args.runs) if args.runs else None,
         )
+    from . import distributed  # noqa: PLC0415 (torch only when a command needs it)
+
+    if not distributed.is_main():
+        return 0  # under torchrun, rank 0 reports
     if args.json:
         print(json.dumps(results, indent=2))
     elif args.command == "reproduce":
@@ -191,6 +198,18 @@ def _run(args) -> int:
         for k, row in results["mse"].items():
             cells = ", ".join(f"{name} {'diverged' if v is None else f'{v:.3f}'}" for name, v in row.items())
             print(f"  K={k}: {cells}")
+    elif "games_to_195" in results:
+        ev = results["eval_tasks"]
+        print(f"{results['name']} (meta-critic): training games until the greedy return reaches "
+              f"{ev['threshold']:g}, {ev['lengths']} unseen pole lengths x {ev['seeds']} seeds")
+        for name, games in results["games_to_195"].items():
+            print(f"  {name}: {'never' if games is None else f'{games:.1f}'} "
+                  f"({100 * results['reached_195'][name]:.0f}% reached it)")
+    elif "reward" in results and "pulls" in results:
+        print(f"{results['name']} (meta-critic): expected reward after {results['pulls']} pulls, "
+              f"{results['eval_tasks']} unseen tasks")
+        for arms, row in results["reward"].items():
+            print(f"  {arms} arms: " + ", ".join(f"{name} {v:.3f}" for name, v in row.items()))
     elif "mse_after_steps" not in results:  # a family without a summary of its own: its results as they are
         print(json.dumps(results, indent=2))
     else:

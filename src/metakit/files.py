@@ -38,4 +38,9 @@ def save_torch(obj: Any, path: Path) -> None:
 
 
 def save_json(data: Any, path: Path) -> None:
+    """Write `data` as JSON (under torchrun, rank 0 alone writes: the others' results are the same)."""
+    from . import distributed  # noqa: PLC0415 (files is imported before the package is set up)
+
+    if not distributed.is_main():
+        return
     atomic_write(path, lambda handle: handle.write((json.dumps(data, indent=2) + "\n").encode()))

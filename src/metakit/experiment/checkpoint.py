@@ -52,10 +52,11 @@ def read_run_config(run_dir: Path, overrides: list[str] = ()) -> Any:
     return config_from_dict(apply_overrides(data, list(overrides)), where=str(path))
 
 
-def open_run_dir(config, run_dir: Path, resume: bool) -> dict[str, Any] | None:
+def open_run_dir(config, run_dir: Path, resume: bool, write: bool = True) -> dict[str, Any] | None:
     """Prepare run_dir for training `config` and return the checkpoint to continue from, or
     None for a fresh start. A run is never overwritten without --resume, nor resumed with a
-    different config, except a larger train.iterations: that trains a run further."""
+    different config, except a larger train.iterations: that trains a run further. `write`
+    False checks and reads only (the ranks of a distributed run other than 0)."""
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT
     if checkpoint_path.exists() and not resume:
@@ -73,9 +74,10 @@ def open_run_dir(config, run_dir: Path, resume: bool) -> dict[str, Any] | None:
         if config.train.iterations < state["iteration"]:
             raise MetakitError(f"--resume: train.iterations={config.train.iterations} but {run_dir} is "
                                f"already at iteration {state['iteration']}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(config, run_dir / CONFIG)
-    _truncate_metrics(run_dir / METRICS, state["iteration"] if state else 0)
+    if write:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(config, run_dir / CONFIG)
+        _truncate_metrics(run_dir / METRICS, state["iteration"] if state else 0)
     return state
 
 

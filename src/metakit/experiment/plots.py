@@ -10,6 +10,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .. import distributed
 from .builders import build_task
 
 
@@ -24,6 +25,8 @@ def integer_ticks(axis) -> None:
 
 
 def save(fig: Figure, out: Path) -> None:
+    if not distributed.is_main():  # under torchrun, rank 0 alone draws
+        return
     fig.tight_layout()
     fig.savefig(out, dpi=120)
 

@@ -23,6 +23,9 @@ class Algorithm:
     # sections a config must name explicitly, e.g. {"task": [...choices]}: no silent default task
     named_sections: ClassVar[dict[str, list[str]]] = {}
     progress: bool = False  # the runner sets it: show progress bars while evaluating
+    # the config key ("section.name") of the batch of tasks a step splits over torchrun's ranks;
+    # None: the family runs as one process only
+    shard_key: ClassVar[str | None] = None
 
     def __init__(self, config, device: str = "cpu"):
         self.config, self.device = config, device

@@ -122,6 +122,7 @@ def reproduce_meta_critic(
             {
                 "reward": {str(k): r["reward"][str(k)] for k, r in runs.items()},
                 "ci95": {str(k): r["ci95"][str(k)] for k, r in runs.items()},
+                "minus_equal_pulls": {str(k): r["minus_equal_pulls"][str(k)] for k, r in runs.items()},
                 "eval_tasks": runs[BANDIT_ARMS[0]]["eval_tasks"],
                 "pulls": runs[BANDIT_ARMS[0]]["pulls"],
                 "iterations": runs[BANDIT_ARMS[0]]["iterations"],
@@ -186,21 +187,15 @@ def format_bandit_table(results: dict) -> str:
     lines = [
         f"{results['name']}: expected reward after {results['pulls']} pulls on {results['eval_tasks']} "
         f"unseen tasks (± 95% CI), {results['iterations']} meta-training episodes on {results['hardware']}",
-        " | ".join(["arms", *labels]),
-        " | ".join("---" for _ in range(len(labels) + 1)),
+        " | ".join(["arms", *labels, "meta-critic minus equal-pulls, paired"]),
+        " | ".join("---" for _ in range(len(labels) + 2)),
     ]
     for k in arms:
-        lines.append(
-            " | ".join(
-                [
-                    k,
-                    *(
-                        f"{results['reward'][k][label]:.3f} ± {results['ci95'][k][label] or 0:.3f}"
-                        for label in labels
-                    ),
-                ]
-            )
-        )
+        cells = [
+            f"{results['reward'][k][label]:.3f} ± {results['ci95'][k][label] or 0:.3f}" for label in labels
+        ]
+        difference, ci = results["minus_equal_pulls"][k]["meta-critic"]
+        lines.append(" | ".join([k, *cells, f"{difference:+.4f} ± {ci:.4f}"]))
     return "\n".join(lines)
 
 

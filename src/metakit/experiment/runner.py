@@ -7,6 +7,7 @@ the task generator and the partial metrics window are all saved.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..errors import MetakitError
 from ..files import save_json
 from .checkpoint import CHECKPOINT, METRICS, load_checkpoint, open_run_dir, read_run_config, save_checkpoint
@@ -61,11 +63,14 @@ def train(config, run_dir: str | Path, resume: bool = False, device: str = "cpu"
     """Train `config` into run_dir, evaluate, plot; returns results.json's content."""
     run_dir = Path(run_dir)
     checkpoint_path = run_dir / CHECKPOINT
+    device = distributed.init(check_device(device))  # under torchrun: join the ranks
+    main = distributed.is_main()  # rank 0 alone writes files and shows progress
     algo = build(config, device)
-    algo.progress = progress
-    if resume and not checkpoint_path.exists():
+    check_shardable(algo)
+    algo.progress = progress and main
+    if resume and not checkpoint_path.exists() and main:
         print(f"metakit: --resume: {run_dir} holds no checkpoint; starting from iteration 0", file=sys.stderr)
-    state = open_run_dir(config, run_dir, resume)
+    state = open_run_dir(config, run_dir, resume, write=main)
     generator = torch.Generator().manual_seed(config.seed)  # tasks are drawn on the CPU: same on every device
     start, window, seconds = 0, [], 0.0
     if state is not None:
@@ -74,29 +79,42 @@ def train(config, run_dir: str | Path, resume: bool = False, device: str = "cpu"
         start, window, seconds = state["iteration"], state["window"], state["seconds"]
 
     tc = config.train
-    bar = tqdm(range(start, tc.iterations), initial=start, total=tc.iterations, disable=not progress,
+    bar = tqdm(range(start, tc.iterations), initial=start, total=tc.iterations, disable=not algo.progress,
                desc=config.name, dynamic_ncols=True)
     began = time.perf_counter() - seconds
-    with (run_dir / METRICS).open("a") as metrics_file:
+    with (run_dir / METRICS).open("a") if main else contextlib.nullcontext() as metrics_file:
         for iteration in bar:
-            metrics = algo.step(generator)
+            metrics = algo.step(generator)  # the same on every rank (averaged over them)
             done = iteration + 1
             _check_finite(metrics, done, checkpoint_path)
             window.append(metrics)
             if done % tc.log_every == 0 or done == tc.iterations:
                 seconds = time.perf_counter() - began
-                row = {"iteration": done, **_mean(window), **algo.extra_metrics(done),
-                       "seconds": round(seconds, 3)}
-                metrics_file.write(json.dumps(row) + "\n")
-                metrics_file.flush()
-                bar.set_postfix({k: f"{row[k]:.4g}" for k in algo.curve if k in row})
+                if main:
+                    row = {"iteration": done, **_mean(window), **algo.extra_metrics(done),
+                           "seconds": round(seconds, 3)}
+                    metrics_file.write(json.dumps(row) + "\n")
+                    metrics_file.flush()
+                    bar.set_postfix({k: f"{row[k]:.4g}" for k in algo.curve if k in row})
                 window = []
-            if done % tc.checkpoint_every == 0 or done == tc.iterations:
+            if (done % tc.checkpoint_every == 0 or done == tc.iterations) and main:
                 seconds = time.perf_counter() - began
                 save_checkpoint({"algorithm": algo.state_dict(), "generator": generator.get_state(),
                                  "iteration": done, "window": window, "seconds": seconds}, checkpoint_path)
     bar.close()
     return finish(algo, run_dir, seconds)
+
+
+def check_shardable(algo: Algorithm) -> None:
+    """Under torchrun, the family must shard its tasks over the ranks, evenly."""
+    if distributed.world_size() == 1:
+        return
+    key = algo.shard_key
+    if key is None:
+        raise MetakitError(f"algorithm {algo.config.algorithm.name!r} does not split its work over ranks; "
+                           "run it as one process (without torchrun)")
+    section, name = key.split(".")
+    distributed.check_shardable(getattr(getattr(algo.config, section), name), key)
 
 
 def _check_finite(metrics: dict, iteration: int, checkpoint_path: Path) -> None:
@@ -129,6 +147,8 @@ def finish(algo: Algorithm, run_dir: Path, train_seconds: float | None = None) -
     if train_seconds is not None:
         results["train_seconds"] = round(train_seconds, 1)
     results["device"] = algo.device
+    if not distributed.is_main():  # every rank evaluates (no rank waits on a collective); rank 0 writes
+        return results
     save_json(results, run_dir / "results.json")
     from .plots import plot_learning_curve  # noqa: PLC0415 (matplotlib only when plotting)
 

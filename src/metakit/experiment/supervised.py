@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .. import distributed
 from ..data.omniglot import MINIMAL
 from ..errors import MetakitError
 from .builders import build_model, build_task, is_classification
@@ -111,6 +112,7 @@ class SupervisedAlgorithm(Algorithm):
     (or own step, for Reptile) makes one outer update."""
 
     fixed_head = True  # the model ends in a task.ways-way head (False: an embedding, metric learners)
+    shard_key = "train.meta_batch_size"
     named_sections = {"task": TASKS}
     curve = {"meta_loss": "meta-loss (query, after adaptation)"}
     curve_ylabel = "meta-loss (query, after adaptation)"
@@ -158,11 +160,17 @@ class SupervisedAlgorithm(Algorithm):
             )
 
     def step(self, generator: torch.Generator) -> dict[str, float]:
-        batch = self.task.sample(self.config.train.meta_batch_size, generator).to(self.device)
-        if self.optimizer is None:
-            return {"meta_loss": self.learner.step(batch).item()}
+        # under torchrun every rank draws the same batch and keeps its share of the tasks
+        batch = self.task.sample(self.config.train.meta_batch_size, generator)
+        batch = distributed.shard(batch).to(self.device)
+        if self.optimizer is None:  # Reptile: its update is linear in the tasks, so average the results
+            loss = distributed.average(self.learner.step(batch).item())
+            distributed.average_tensors([*self.learner.parameters(), *self.learner.buffers()])
+            return {"meta_loss": loss}
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.learner.meta_backward(batch).item()
+        loss = distributed.average(self.learner.meta_backward(batch).item())
+        distributed.average_gradients(self.learner.parameters())
+        distributed.average_tensors(self.learner.buffers())
         if math.isfinite(loss):  # the runner stops on a non-finite loss; keep the weights finite
             self.optimizer.step()
         return {"meta_loss": loss}

@@ -1,0 +1,109 @@
+"""torch.distributed for metakit runs: `torchrun --nproc_per_node N -m metakit train CONFIG`.
+
+Every rank draws the same global meta-batch from the shared seed, keeps its own 1/N of the
+tasks, and computes that share of the meta-gradient; gradients (and norm-layer statistics) are
+averaged over the ranks, so every rank takes the same step as one process taking the whole
+batch. gloo on CPU, nccl on CUDA. Rank 0 alone writes files and shows progress. Outside
+torchrun (no WORLD_SIZE, or 1) every function here is the one-process identity.
+
+A collective that waits longer than METAKIT_DIST_TIMEOUT seconds (default 600) raises, so a
+rank that dies cannot leave the others hanging; torchrun then stops the run with its error.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+
+from .errors import MetakitError
+
+
+def init(device: str) -> str:
+    """Join the process group torchrun describes, once; returns this rank's device ("cuda"
+    becomes "cuda:LOCAL_RANK")."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device
+    cuda = device.startswith("cuda")
+    if cuda and device == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    if not dist.is_initialized():
+        timeout = datetime.timedelta(seconds=float(os.environ.get("METAKIT_DIST_TIMEOUT", "600")))
+        if cuda:
+            torch.cuda.set_device(torch.device(device))
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
+    return device
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def check_shardable(total: int, key: str) -> None:
+    """Raise unless `total` tasks split evenly over the ranks (equal shards keep the mean of
+    the ranks' means equal to the mean over the whole batch)."""
+    n = world_size()
+    if n > 1 and (total < n or total % n):
+        rule = "at least one task per rank" if total < n else "the same number of tasks on every rank"
+        raise MetakitError(f"config key {key!r} is {total}, which does not split over {n} ranks ({rule}); "
+                           f"use a multiple of {n}")
+
+
+def shard(batch):
+    """This rank's share of a batch with a leading task dimension (a TaskBatch or a tensor)."""
+    n = world_size()
+    if n == 1:
+        return batch
+    size = (batch.num_tasks if hasattr(batch, "num_tasks") else len(batch)) // n
+    return batch[rank() * size:(rank() + 1) * size]
+
+
+def average_gradients(parameters) -> None:
+    """Replace each gradient by its mean over the ranks (a missing gradient counts as zero)."""
+    if world_size() == 1:
+        return
+    for p in parameters:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        p.grad.div_(world_size())
+
+
+@torch.no_grad()
+def average_tensors(tensors) -> None:
+    """Floating tensors averaged over the ranks in place, integer ones (num_batches_tracked)
+    their largest: norm-layer statistics as one process over the whole batch has them, or
+    parameters after an update that is linear in the tasks' contributions (Reptile)."""
+    if world_size() == 1:
+        return
+    for tensor in tensors:
+        if tensor.is_floating_point():
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            tensor.div_(world_size())
+        else:
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+
+
+def average(value: torch.Tensor | float) -> float:
+    """The mean over the ranks of a scalar (a metric such as the shard's meta-loss)."""
+    if world_size() == 1:
+        return float(value)
+    tensor = torch.as_tensor(value, dtype=torch.float64).reshape(1).clone()
+    if dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.item() / world_size()
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()

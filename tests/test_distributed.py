@@ -1,0 +1,84 @@
+"""torch.distributed: 2 gloo ranks under torchrun end with the same weights as one process
+(and after a resume under torchrun), only rank 0 writes, a failing rank stops the run with its
+error instead of a hang, and task batches that do not split over the ranks are refused."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from metakit import MetakitError, distributed
+from metakit.experiment import load_config
+from metakit.experiment.runner import check_shardable, train
+
+TINY = ["train.meta_batch_size=4", "train.log_every=1", "train.checkpoint_every=1", "eval.num_tasks=4",
+        "eval.steps=[0, 1]"]
+
+
+def torchrun(*args, timeout=120, env=None):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *args]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment)
+
+
+def metakit_train(out, iterations, *extra):
+    sets = [item for value in [*TINY, f"train.iterations={iterations}"] for item in ("--set", value)]
+    return ["-m", "metakit", "train", "sinusoid", "--out", str(out), "--quiet", *sets, *extra]
+
+
+def weights(run_dir):
+    return torch.load(run_dir / "checkpoint.pt", weights_only=True)["algorithm"]["learner"]
+
+
+def test_two_ranks_equal_one_process_and_resume_under_torchrun(tmp_path):
+    one = train(load_config("sinusoid", [*TINY, "train.iterations=4"]), tmp_path / "one", progress=False)
+    two = tmp_path / "two"
+    first = torchrun(*metakit_train(two, 2))
+    assert first.returncode == 0, first.stderr[-3000:]
+    resumed = torchrun(*metakit_train(two, 4, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = weights(tmp_path / "one"), weights(two)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    assert resumed.stdout.count("query MSE after k inner steps") == 1  # rank 0 alone reports
+    metrics = (two / "metrics.jsonl").read_text().splitlines()
+    assert len(metrics) == 4  # one row per iteration, written once
+    assert one["mse_after_steps"].keys() == {"0", "1"}
+
+
+def test_a_failing_rank_stops_the_run_with_its_error(tmp_path):
+    script = tmp_path / "fail.py"
+    script.write_text(textwrap.dedent("""
+        import torch
+        from metakit import distributed
+        distributed.init("cpu")
+        if distributed.rank() == 1:
+            raise RuntimeError("rank one broke")
+        distributed.average_gradients([torch.nn.Parameter(torch.ones(3))])  # waits for rank 1
+    """))
+    result = torchrun(str(script), timeout=90, env={"METAKIT_DIST_TIMEOUT": "20"})
+    assert result.returncode != 0
+    assert "rank one broke" in result.stderr
+
+
+def test_only_rank_zero_writes_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(distributed, "is_main", lambda: False)
+    results = train(load_config("sinusoid", [*TINY, "train.iterations=2"]), tmp_path / "run", progress=False)
+    assert results["iterations"] == 2  # the other ranks evaluate too, and get the same results
+    assert not (tmp_path / "run").exists()
+
+
+def test_batches_that_do_not_split_over_the_ranks_are_refused(monkeypatch):
+    monkeypatch.setattr(distributed, "world_size", lambda: 4)
+    algo = type("Algo", (), {"shard_key": "train.meta_batch_size"})()
+    for size, rule in ((2, "at least one task per rank"), (6, "the same number of tasks on every rank")):
+        algo.config = load_config("sinusoid", [f"train.meta_batch_size={size}"])
+        with pytest.raises(MetakitError, match=f"'train.meta_batch_size' is {size}.*4 ranks.*{rule}"):
+            check_shardable(algo)
+    algo.config = load_config("sinusoid", ["train.meta_batch_size=8"])
+    check_shardable(algo)
+    mann = type("Algo", (), {"shard_key": None, "config": load_config("omniglot-mann")})()
+    with pytest.raises(MetakitError, match="'mann' does not split its work over ranks"):
+        check_shardable(mann)
