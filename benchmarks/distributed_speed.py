@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 CASES = {  # config -> overrides that keep a round short
-    "sinusoid": ["train.log_every=1", "eval.num_tasks=10", "eval.steps=[0]"],
+    "sinusoid": ["train.meta_batch_size=24", "train.log_every=1", "eval.num_tasks=10", "eval.steps=[0]"],
     "omniglot-maml-5way": [
         "train.log_every=1",
         "train.validate_every=0",

@@ -1,4 +1,5 @@
 """Meta-RL core: environments by hand and against Gymnasium, returns, TRPO, MAML-TRPO."""
+
 import math
 
 import gymnasium
@@ -117,6 +118,7 @@ def info_task(name):
     return {
         "Navigation2D": [0.2, -0.1],
         "BernoulliBandit": [0.1, 0.2, 0.3, 0.4, 0.5],
+        "DirichletBandit": [0.1, 0.1, 0.2, 0.2, 0.4],
         "TabularMDP": None,
         "CartPole": [1.0],
         "Pendulum": [1.0, 1.0],
@@ -305,10 +307,16 @@ def test_short_maml_trpo_run_on_navigation_improves_the_adapted_return():
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_half_cheetah_tasks_reward_velocity_terms_on_gymnasiums_physics():
-    """Our reward from Gymnasium's own HalfCheetah-v5 stepped with the same seed and actions:
-    its x velocity v and control cost 0.1 |a|^2 give ours, -|v - v*| - 0.05 |a|^2 or d v - 0.05 |a|^2."""
-    for env, task in ((envs.HalfCheetahVel(), 0.7), (envs.HalfCheetahDir(), -1.0)):
+@pytest.mark.parametrize("stepping", ["batched", "gymnasium"])
+def test_half_cheetah_tasks_reward_velocity_terms_on_gymnasiums_physics(stepping):
+    """Our reward from Gymnasium's own HalfCheetah-v5 stepped from the same state with the same
+    actions: its x velocity v and control cost 0.1 |a|^2 give ours, -|v - v*| - 0.05 |a|^2 or
+    d v - 0.05 |a|^2; observations equal step for step (batched: bit for bit over a whole
+    200-step episode, the solver's warm start carried as Gymnasium carries it)."""
+    for env, task in (
+        (envs.HalfCheetahVel(stepping=stepping), 0.7),
+        (envs.HalfCheetahDir(stepping=stepping), -1.0),
+    ):
         env.set_tasks(torch.tensor([[task]]))
         generator = torch.Generator().manual_seed(4)
         seed = int(
@@ -317,8 +325,14 @@ def test_half_cheetah_tasks_reward_velocity_terms_on_gymnasiums_physics():
         obs = env.reset(1, generator)
         reference = gymnasium.make("HalfCheetah-v5")
         expected_obs, _ = reference.reset(seed=seed)
+        if stepping == "batched":  # our reset draws its own noise: start from Gymnasium's state
+            env._vector.set_state(reference.unwrapped.data.qpos[None], reference.unwrapped.data.qvel[None])
+            obs = env._observe_copies().view(1, 1, -1)
         torch.testing.assert_close(obs[0, 0], torch.as_tensor(expected_obs, dtype=torch.float32))
-        for action in (torch.full((6,), 0.5), torch.linspace(-2, 2, 6)):  # the second is clipped
+        actions = [torch.full((6,), 0.5), torch.linspace(-2, 2, 6)]  # the second is clipped
+        if stepping == "batched":
+            actions += list(torch.rand(196, 6, generator=torch.Generator().manual_seed(0)) * 2.4 - 1.2)
+        for action in actions:
             obs, reward, done = env.step(action.view(1, 1, 6))
             clipped = action.clamp(-1, 1)
             expected_obs, _, _, _, info = reference.step(clipped.numpy())
@@ -328,5 +342,21 @@ def test_half_cheetah_tasks_reward_velocity_terms_on_gymnasiums_physics():
                 reward.item(), progress - 0.05 * (clipped**2).sum().item(), rel_tol=1e-4, abs_tol=1e-4
             )
             assert math.isclose(info["reward_ctrl"], -0.1 * (clipped**2).sum().item(), rel_tol=1e-5)
-            torch.testing.assert_close(obs[0, 0], torch.as_tensor(expected_obs, dtype=torch.float32))
+            torch.testing.assert_close(
+                obs[0, 0], torch.as_tensor(expected_obs, dtype=torch.float32), rtol=0, atol=0
+            )
             assert not done.any()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_batched_half_cheetah_resets_as_gymnasium_does():
+    """qpos = qpos0 + U(-0.1, 0.1), qvel = 0.1 N(0, 1), per copy (Gymnasium's reset_model)."""
+    env = envs.HalfCheetahVel()
+    env.set_tasks(torch.zeros(10, 1))
+    obs = env.reset(50, torch.Generator().manual_seed(0)).reshape(-1, 17).double()
+    position, velocity = obs[:, :8] - torch.as_tensor(env._vector.init_qpos[1:]), obs[:, 8:]
+    assert position.abs().max() <= 0.1 + 1e-6 and position.abs().max() > 0.099
+    assert position.var().item() == pytest.approx(0.01 / 3, rel=0.06)  # uniform on [-0.1, 0.1]
+    assert velocity.mean().abs() < 0.006 and velocity.std().item() == pytest.approx(0.1, rel=0.04)
+    with pytest.raises(MetakitError, match="stepping must be 'batched' .*HalfCheetah only"):
+        envs.Locomotion("Ant", "velocity", stepping="batched")

@@ -1,4 +1,4 @@
-"""python -m metakit: the metakit command."""
+"""python -m metakit: the metakit command (also what `torchrun -m metakit` runs on each rank)."""
 from .cli import main
 
-main()
+raise SystemExit(main())  # the exit status tells the caller (and torchrun) that a command failed

@@ -68,14 +68,28 @@ def shard(batch):
 
 
 def average_gradients(parameters) -> None:
-    """Replace each gradient by its mean over the ranks (a missing gradient counts as zero)."""
+    """Replace each gradient by its mean over the ranks (a missing gradient counts as zero), in
+    one collective over all gradients flattened together (one per tensor costs ~0.3 ms each)."""
     if world_size() == 1:
         return
+    parameters = list(parameters)
     for p in parameters:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-        p.grad.div_(world_size())
+    _reduce_flat([p.grad for p in parameters], "mean")
+
+
+def _reduce_flat(tensors: list[torch.Tensor], how: str) -> None:
+    if not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM if how == "mean" else dist.ReduceOp.MAX)
+    if how == "mean":
+        flat.div_(world_size())
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset:offset + t.numel()].view_as(t))
+        offset += t.numel()
 
 
 @torch.no_grad()
@@ -85,12 +99,10 @@ def average_tensors(tensors) -> None:
     parameters after an update that is linear in the tasks' contributions (Reptile)."""
     if world_size() == 1:
         return
-    for tensor in tensors:
-        if tensor.is_floating_point():
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-            tensor.div_(world_size())
-        else:
-            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    tensors = list(tensors)
+    for dtype in {t.dtype for t in tensors}:
+        group = [t for t in tensors if t.dtype == dtype]
+        _reduce_flat(group, "mean" if dtype.is_floating_point else "max")
 
 
 def average(value: torch.Tensor | float) -> float:

@@ -1,6 +1,8 @@
 """MuJoCo locomotion tasks of the MAML paper on Gymnasium's v5 models (the `mujoco` bindings
-from PyPI, no licence), stepped through Gymnasium's vector API: one Python call advances all
-T x E episodes.
+from PyPI, no licence). HalfCheetah is stepped by `MuJoCoCopies` (stepping="batched", the
+default: Gymnasium's physics, observation, reward terms and reset noise, without its
+per-environment Python layers); Ant, whose observation holds contact forces, and any robot
+with stepping="gymnasium", through Gymnasium's vector API.
 
     HalfCheetahVel: goal velocity v* ~ U[0, 2];   reward -|v - v*| - 0.05 |a|^2
     HalfCheetahDir: direction d = +-1;            reward d v - 0.05 |a|^2
@@ -10,6 +12,7 @@ Horizon 200. Actions are clipped to [-1, 1] before stepping and costing. v is th
 forward (x) velocity as Gymnasium reports it. Differences from the rllab originals are listed
 in the README.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -19,19 +22,35 @@ import torch
 
 from ...errors import MetakitError
 from .base import TaskEnv, check_horizon
+from .mujoco_batch import MuJoCoCopies, gymnasium_asset
 
 MODELS = {"HalfCheetah": ("HalfCheetah-v5", 17, 6), "Ant": ("Ant-v5", 105, 8)}
+RESET_NOISE, FRAME_SKIP = 0.1, 5  # Gymnasium's HalfCheetah-v5 defaults
 
 
 class Locomotion(TaskEnv):
     discrete = False
 
-    def __init__(self, robot: str = "HalfCheetah", goal: str = "velocity", horizon: int = 200):
+    def __init__(
+        self,
+        robot: str = "HalfCheetah",
+        goal: str = "velocity",
+        horizon: int = 200,
+        stepping: str | None = None,
+    ):
         super().__init__()
         if robot not in MODELS or goal not in ("velocity", "direction"):
-            raise MetakitError(f"robot must be one of {sorted(MODELS)} and goal 'velocity' or 'direction', "
-                               f"got {robot!r}, {goal!r}")
-        self.robot, self.goal, self.horizon = robot, goal, check_horizon(horizon)
+            raise MetakitError(
+                f"robot must be one of {sorted(MODELS)} and goal 'velocity' or 'direction', "
+                f"got {robot!r}, {goal!r}"
+            )
+        stepping = stepping or ("batched" if robot == "HalfCheetah" else "gymnasium")
+        if stepping not in ("batched", "gymnasium") or (stepping == "batched" and robot != "HalfCheetah"):
+            raise MetakitError(
+                f"stepping must be 'batched' (HalfCheetah only: Ant observes contact forces) "
+                f"or 'gymnasium', got {stepping!r} for {robot}"
+            )
+        self.robot, self.goal, self.horizon, self.stepping = robot, goal, check_horizon(horizon), stepping
         self.env_id, self.observation_size, self.action_size = MODELS[robot]
         self.max_velocity = 2.0 if robot == "HalfCheetah" else 3.0
         self._vector, self._size = None, 0
@@ -57,16 +76,54 @@ class Locomotion(TaskEnv):
             self._size = count
         return self._vector
 
+    def _copies(self, count: int) -> MuJoCoCopies:
+        if self._size != count:
+            if self._vector is not None:
+                self._vector.close()
+            self._vector = MuJoCoCopies(
+                gymnasium_asset("half_cheetah.xml"), count, FRAME_SKIP, threads=torch.get_num_threads()
+            )
+            self._size = count
+        return self._vector
+
     def _reset(self, episodes, generator):
         count = self.num_tasks * episodes
+        if self.stepping == "batched":  # Gymnasium's reset_model: U(+-0.1) on qpos, 0.1 N(0, 1) on qvel
+            copies = self._copies(count)
+            qpos = (
+                copies.init_qpos
+                + (
+                    torch.rand(count, copies.model.nq, generator=generator, dtype=torch.float64) * 2 - 1
+                ).numpy()
+                * RESET_NOISE
+            )
+            qvel = (
+                copies.init_qvel
+                + RESET_NOISE
+                * torch.randn(count, copies.model.nv, generator=generator, dtype=torch.float64).numpy()
+            )
+            copies.set_state(qpos, qvel)
+            return self._observe_copies().view(self.num_tasks, episodes, -1)
         seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
         obs, _ = self._environments(count).reset(seed=seed)
         return torch.as_tensor(obs, dtype=torch.float32).view(self.num_tasks, episodes, -1)
 
+    def _observe_copies(self) -> torch.Tensor:
+        """HalfCheetah-v5's observation: qpos without the x position, then qvel."""
+        copies = self._vector
+        return torch.as_tensor(np.concatenate([copies.qpos[:, 1:], copies.qvel], 1), dtype=torch.float32)
+
     def _step(self, actions, generator):
         shape = actions.shape[:2]
         clipped = actions.clamp(-1.0, 1.0)
-        obs, _, terminated, _, info = self._vector.step(clipped.reshape(-1, self.action_size).numpy())
+        if self.stepping == "batched":
+            x_before = self._vector.qpos[:, 0].copy()
+            self._vector.step(clipped.reshape(-1, self.action_size).numpy())
+            velocity = (self._vector.qpos[:, 0] - x_before) / self._vector.dt  # as Gymnasium computes it
+            obs, terminated = self._observe_copies().numpy(), np.zeros(shape, dtype=bool)
+            info = {"x_velocity": velocity}
+        else:
+            obs, _, terminated, _, info = self._vector.step(clipped.reshape(-1, self.action_size).numpy())
         velocity = torch.as_tensor(np.asarray(info["x_velocity"]), dtype=torch.float32).view(shape)
         task = self.tasks[:, :1]  # [T, 1] broadcasts over episodes
         progress = -(velocity - task).abs() if self.goal == "velocity" else task * velocity
@@ -80,13 +137,13 @@ class Locomotion(TaskEnv):
 
 
 class HalfCheetahVel(Locomotion):
-    def __init__(self, horizon: int = 200):
-        super().__init__("HalfCheetah", "velocity", horizon)
+    def __init__(self, horizon: int = 200, stepping: str = "batched"):
+        super().__init__("HalfCheetah", "velocity", horizon, stepping)
 
 
 class HalfCheetahDir(Locomotion):
-    def __init__(self, horizon: int = 200):
-        super().__init__("HalfCheetah", "direction", horizon)
+    def __init__(self, horizon: int = 200, stepping: str = "batched"):
+        super().__init__("HalfCheetah", "direction", horizon, stepping)
 
 
 class AntVel(Locomotion):
