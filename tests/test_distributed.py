@@ -2,6 +2,7 @@
 (and after a resume under torchrun), only rank 0 writes, a failing rank stops the run with its
 error instead of a hang, and task batches that do not split over the ranks are refused."""
 import os
+import runpy
 import subprocess
 import sys
 import textwrap
@@ -85,8 +86,9 @@ def test_batches_that_do_not_split_over_the_ranks_are_refused(monkeypatch):
         check_shardable(mann)
 
 
-def test_python_m_metakit_exits_with_the_commands_status():
+def test_python_m_metakit_exits_with_the_commands_status(monkeypatch, capsys):
     """torchrun judges each rank by its exit status: an error must not exit 0."""
-    result = subprocess.run([sys.executable, "-m", "metakit", "train", "no-such-config"], capture_output=True,
-                            text=True, timeout=60)
-    assert result.returncode == 2 and "neither a file nor a bundled config" in result.stderr
+    monkeypatch.setattr(sys, "argv", ["metakit", "train", "no-such-config"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("metakit", run_name="__main__")
+    assert exit_.value.code == 2 and "neither a file nor a bundled config" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Meta-Critic Networks, RL settings (cart-pole, dependent-arm bandits): n-step returns and the
 critic's regression by hand, continuing episodes, per-task clipping equal to separate actors,
-the TAEN learns, meta-test leaves the critic alone, the bandit baselines, resume, errors."""
+the TAEN learns, meta-test leaves the critic alone, the bandit baselines, errors (exact resume:
+the sine setting's test covers the same runner and checkpoint path)."""
 
 import pytest
 import torch
@@ -65,10 +66,10 @@ def test_n_step_returns_and_the_critic_regression_by_hand():
 
     torch.manual_seed(0)
     critic = MetaCritic(4, 7)
-    optimizer = torch.optim.Adam(critic.parameters(), lr=1e-2)
+    optimizer = torch.optim.Adam(critic.parameters(), lr=2e-2)
     history = torch.randn(2, 9, 7)
     first = critic_regression_step(critic, optimizer, c.states, critic.encoder(history), returns)
-    for _ in range(300):
+    for _ in range(150):
         loss = critic_regression_step(critic, optimizer, c.states, critic.encoder(history), returns)
     assert loss < 1e-3 * first
 
@@ -156,21 +157,6 @@ def test_bandit_training_moves_the_encoder_and_baselines_behave():
     generator = torch.Generator().manual_seed(1)
     assert (equal_pulls_then_commit(certain, 4, generator) == 1).all()
     assert (thompson_then_commit(certain, 4, 512, generator) == 1).all()
-
-
-def test_cartpole_resumes_exactly(tmp_path, whole_and_resumed_runs):
-    """(The bandit setting goes through the same runner and checkpoint code.)"""
-    whole, killed = whole_and_resumed_runs(
-        "meta-critic-cartpole",
-        [*CARTPOLE, "train.log_every=1", "train.checkpoint_every=1", "train.renew_every=2"],
-        3,
-        tmp_path,
-    )
-    a = torch.load(whole / "checkpoint.pt", weights_only=True)["algorithm"]
-    b = torch.load(killed / "checkpoint.pt", weights_only=True)["algorithm"]
-    for key in a["critic"]:
-        torch.testing.assert_close(a["critic"][key], b["critic"][key], rtol=0, atol=0)
-    assert a["episode"] == b["episode"] == 3
 
 
 def test_rl_settings_give_clear_errors():
