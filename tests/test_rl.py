@@ -3,6 +3,7 @@
 import math
 
 import gymnasium
+import numpy as np
 import pytest
 import torch
 from gymnasium.envs.classic_control.cartpole import CartPoleEnv
@@ -351,7 +352,7 @@ def test_half_cheetah_tasks_reward_velocity_terms_on_gymnasiums_physics(stepping
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_batched_half_cheetah_resets_as_gymnasium_does():
     """qpos = qpos0 + U(-0.1, 0.1), qvel = 0.1 N(0, 1), per copy (Gymnasium's reset_model)."""
-    env = envs.HalfCheetahVel()
+    env = envs.HalfCheetahVel(workers=1)
     env.set_tasks(torch.zeros(10, 1))
     obs = env.reset(50, torch.Generator().manual_seed(0)).reshape(-1, 17).double()
     position, velocity = obs[:, :8] - torch.as_tensor(env._vector.init_qpos[1:]), obs[:, 8:]
@@ -360,3 +361,21 @@ def test_batched_half_cheetah_resets_as_gymnasium_does():
     assert velocity.mean().abs() < 0.006 and velocity.std().item() == pytest.approx(0.1, rel=0.04)
     with pytest.raises(MetakitError, match="stepping must be 'batched' .*HalfCheetah only"):
         envs.Locomotion("Ant", "velocity", stepping="batched")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_mujoco_copies_split_over_worker_processes_step_as_one_process():
+    from metakit.rl.envs.mujoco_batch import MuJoCoCopies, gymnasium_asset
+
+    path, rng = gymnasium_asset("half_cheetah.xml"), np.random.default_rng(0)
+    one, two = MuJoCoCopies(path, 5, 5, workers=1), MuJoCoCopies(path, 5, 5, workers=2)
+    qpos, qvel = one.init_qpos + rng.uniform(-0.1, 0.1, (5, 9)), 0.1 * rng.standard_normal((5, 9))
+    for copies in (one, two):
+        copies.set_state(qpos, qvel)
+    for _ in range(100):
+        ctrl = rng.uniform(-1, 1, (5, 6))
+        one.step(ctrl)
+        two.step(ctrl)
+    assert np.array_equal(one.qpos, two.qpos) and np.array_equal(one.qvel, two.qvel)
+    assert not np.array_equal(one.qpos, qpos)
+    two.close()

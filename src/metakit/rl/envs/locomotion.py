@@ -37,6 +37,7 @@ class Locomotion(TaskEnv):
         goal: str = "velocity",
         horizon: int = 200,
         stepping: str | None = None,
+        workers: int | None = None,
     ):
         super().__init__()
         if robot not in MODELS or goal not in ("velocity", "direction"):
@@ -51,6 +52,7 @@ class Locomotion(TaskEnv):
                 f"or 'gymnasium', got {stepping!r} for {robot}"
             )
         self.robot, self.goal, self.horizon, self.stepping = robot, goal, check_horizon(horizon), stepping
+        self.workers = workers  # processes stepping the batched copies; None: torch.get_num_threads()
         self.env_id, self.observation_size, self.action_size = MODELS[robot]
         self.max_velocity = 2.0 if robot == "HalfCheetah" else 3.0
         self._vector, self._size = None, 0
@@ -81,7 +83,10 @@ class Locomotion(TaskEnv):
             if self._vector is not None:
                 self._vector.close()
             self._vector = MuJoCoCopies(
-                gymnasium_asset("half_cheetah.xml"), count, FRAME_SKIP, threads=torch.get_num_threads()
+                gymnasium_asset("half_cheetah.xml"),
+                count,
+                FRAME_SKIP,
+                self.workers or torch.get_num_threads(),
             )
             self._size = count
         return self._vector
@@ -92,15 +97,13 @@ class Locomotion(TaskEnv):
             copies = self._copies(count)
             qpos = (
                 copies.init_qpos
-                + (
-                    torch.rand(count, copies.model.nq, generator=generator, dtype=torch.float64) * 2 - 1
-                ).numpy()
+                + (torch.rand(count, copies.nq, generator=generator, dtype=torch.float64) * 2 - 1).numpy()
                 * RESET_NOISE
             )
             qvel = (
                 copies.init_qvel
                 + RESET_NOISE
-                * torch.randn(count, copies.model.nv, generator=generator, dtype=torch.float64).numpy()
+                * torch.randn(count, copies.nv, generator=generator, dtype=torch.float64).numpy()
             )
             copies.set_state(qpos, qvel)
             return self._observe_copies().view(self.num_tasks, episodes, -1)
@@ -137,13 +140,13 @@ class Locomotion(TaskEnv):
 
 
 class HalfCheetahVel(Locomotion):
-    def __init__(self, horizon: int = 200, stepping: str = "batched"):
-        super().__init__("HalfCheetah", "velocity", horizon, stepping)
+    def __init__(self, horizon: int = 200, stepping: str = "batched", workers: int | None = None):
+        super().__init__("HalfCheetah", "velocity", horizon, stepping, workers)
 
 
 class HalfCheetahDir(Locomotion):
-    def __init__(self, horizon: int = 200, stepping: str = "batched"):
-        super().__init__("HalfCheetah", "direction", horizon, stepping)
+    def __init__(self, horizon: int = 200, stepping: str = "batched", workers: int | None = None):
+        super().__init__("HalfCheetah", "direction", horizon, stepping, workers)
 
 
 class AntVel(Locomotion):
