@@ -4,7 +4,7 @@ parallel episodes (the paper's 40 tasks x 20 episodes) and the same random actio
 Gymnasium's HalfCheetah-v5 physics bit for bit (tests/test_rl.py). Rounds alternate; medians.
 Writes benchmarks/results/mujoco-speed-cpu.json.
 
-    python benchmarks/mujoco_speed.py [--rounds 5] [--steps 50] [--threads 2]
+    python benchmarks/mujoco_speed.py [--rounds 5] [--steps 50] [--threads 2]   # threads: worker processes
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "mujoco-speed-cpu.json"))
     args = parser.parse_args()
     warnings.simplefilter("ignore")
-    torch.set_num_threads(args.threads)  # the batched stepping's thread pool takes this size
+    torch.set_num_threads(args.threads)  # the batched stepping uses as many worker processes
     generator = torch.Generator().manual_seed(0)
     envs = {name: HalfCheetahVel(horizon=10**6, stepping=name) for name in ("gymnasium", "batched")}
     for env in envs.values():
