@@ -1,4 +1,5 @@
+from .batched import BatchedMLP
 from .conv4 import Conv4
 from .mlp import MLP
 
-__all__ = ["MLP", "Conv4"]
+__all__ = ["MLP", "BatchedMLP", "Conv4"]

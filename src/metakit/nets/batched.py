@@ -1,0 +1,36 @@
+"""Independent MLPs as one module, stepped as one tensor computation: the actors of a batch of
+tasks (Meta-Critic), the models of a dynamics ensemble (MB-MPO)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..errors import MetakitError
+
+
+class BatchedMLP(nn.Module):
+    """`num_tasks` independent MLPs as one module: weights [T, in, out]; x [T, N, in] ->
+    [T, N, out]. Each task's layers start as nn.Linear's would (U(+-1/sqrt(fan_in))), and
+    a loss summed over tasks gives each task's slice its own gradient."""
+
+    def __init__(self, num_tasks: int, sizes: list[int], generator: torch.Generator | None = None):
+        super().__init__()
+        if num_tasks < 1 or len(sizes) < 2 or min(sizes) < 1:
+            raise MetakitError(f"BatchedMLP needs num_tasks >= 1 and sizes [in, ..., out] >= 1, got "
+                               f"{num_tasks!r}, {sizes!r}")
+        self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            bound = 1 / math.sqrt(n_in)
+            self.weights.append(nn.Parameter((torch.rand(num_tasks, n_in, n_out, generator=generator) * 2 - 1)
+                                             * bound))
+            self.biases.append(nn.Parameter((torch.rand(num_tasks, 1, n_out, generator=generator) * 2 - 1)
+                                            * bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(bias, x, weight)
+            if i < len(self.weights) - 1:
+                x = torch.relu(x)
+        return x

@@ -1,0 +1,150 @@
+"""A learned dynamics ensemble (MB-MPO, Clavera et al. 2018): K MLPs that predict the change of
+state from (s, a), trained and queried as one batched computation (weights stacked [K, ...]).
+
+    inputs (s, a) and targets s' - s are normalised by the data's mean and std (recomputed at
+    each fit, as the official code does); each model has its own random train/validation
+    split of the data; Adam on all models at once, each drawing its own minibatches; each
+    model keeps the weights of its best validation epoch and stops when that has not improved
+    for `patience` epochs (early stopping per model); a later fit starts from the current
+    weights and optimiser (warm start).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..errors import MetakitError
+from ..nets.batched import BatchedMLP
+
+
+class DynamicsEnsemble(nn.Module):
+    def __init__(
+        self,
+        observation_size: int,
+        action_size: int,
+        models: int = 5,
+        hidden_sizes: tuple[int, ...] = (512, 512),
+        lr: float = 1e-3,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        if models < 1 or observation_size < 1 or action_size < 1:
+            raise MetakitError(
+                f"DynamicsEnsemble needs models, observation_size and action_size >= 1, got "
+                f"{models!r}, {observation_size!r}, {action_size!r}"
+            )
+        self.observation_size, self.action_size, self.models = observation_size, action_size, models
+        self.net = BatchedMLP(
+            models, [observation_size + action_size, *hidden_sizes, observation_size], generator
+        )
+        inputs = observation_size + action_size
+        for name, size in (
+            ("input_mean", inputs),
+            ("input_std", inputs),
+            ("target_mean", observation_size),
+            ("target_std", observation_size),
+        ):
+            self.register_buffer(name, torch.zeros(size) if name.endswith("mean") else torch.ones(size))
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
+
+    def _check(self, observations: torch.Tensor, actions: torch.Tensor) -> None:
+        if (
+            observations.shape[-1] != self.observation_size
+            or actions.shape[-1] != self.action_size
+            or observations.shape[:-1] != actions.shape[:-1]
+        ):
+            raise MetakitError(
+                f"the ensemble expects observations [..., {self.observation_size}] and actions "
+                f"[..., {self.action_size}] with the same leading shape, got "
+                f"{tuple(observations.shape)} and {tuple(actions.shape)}"
+            )
+
+    def _delta(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Normalised predicted change, each model on its own rows: [K, N, obs] from [K, N, ...]."""
+        x = (torch.cat([observations, actions], -1) - self.input_mean) / self.input_std
+        return self.net(x)
+
+    def predict(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Next observations [K, N, obs]: model k predicts from observations[k], actions[k]
+        ([K, N, ...]); [N, ...] inputs go to every model."""
+        self._check(observations, actions)
+        if observations.dim() == 2:
+            observations = observations.expand(self.models, *observations.shape)
+            actions = actions.expand(self.models, *actions.shape)
+        if observations.dim() != 3 or observations.shape[0] != self.models:
+            raise MetakitError(
+                f"predict expects [N, obs] or [{self.models}, N, obs] observations, got "
+                f"{tuple(observations.shape)}"
+            )
+        return observations + self._delta(observations, actions) * self.target_std + self.target_mean
+
+    def fit(
+        self,
+        observations: torch.Tensor,
+        actions: torch.Tensor,
+        next_observations: torch.Tensor,
+        epochs: int = 50,
+        batch_size: int = 500,
+        valid_fraction: float = 0.2,
+        patience: int = 5,
+        generator: torch.Generator | None = None,
+    ) -> dict:
+        """Train on transitions [N, ...] (each model its own split); returns per-model best
+        validation losses and the epochs each trained."""
+        self._check(observations, actions)
+        if next_observations.shape != observations.shape or observations.dim() != 2:
+            raise MetakitError(
+                f"fit expects observations and next_observations [N, {self.observation_size}], "
+                f"got {tuple(observations.shape)} and {tuple(next_observations.shape)}"
+            )
+        n, k = observations.shape[0], self.models
+        valid = max(1, int(round(n * valid_fraction)))
+        if n - valid < 1:
+            raise MetakitError(
+                f"fit needs at least 2 transitions to split into train and validation, got {n}"
+            )
+        inputs = torch.cat([observations, actions], -1)
+        targets = next_observations - observations
+        with torch.no_grad():  # the data's statistics, a floor on std for constant features
+            self.input_mean.copy_(inputs.mean(0))
+            self.input_std.copy_(inputs.std(0).clamp_min(1e-6) if n > 1 else torch.ones_like(self.input_std))
+            self.target_mean.copy_(targets.mean(0))
+            self.target_std.copy_(
+                targets.std(0).clamp_min(1e-6) if n > 1 else torch.ones_like(self.target_std)
+            )
+        x = (inputs - self.input_mean) / self.input_std
+        y = (targets - self.target_mean) / self.target_std
+        order = torch.stack([torch.randperm(n, generator=generator) for _ in range(k)])  # [K, N]
+        train_index, valid_index = order[:, valid:], order[:, :valid]
+        best = torch.full((k,), math.inf)
+        best_state = [p.detach().clone() for p in self.net.parameters()]
+        since = torch.zeros(k, dtype=torch.long)
+        trained = torch.zeros(k, dtype=torch.long)
+        for _ in range(epochs):
+            active = since < patience
+            if not active.any():
+                break
+            trained += active.long()
+            shuffled = train_index.gather(
+                1, torch.stack([torch.randperm(n - valid, generator=generator) for _ in range(k)])
+            )
+            for start in range(0, n - valid, batch_size):
+                batch = shuffled[:, start : start + batch_size]  # [K, B]: each model its own rows
+                loss = (self.net(x[batch]) - y[batch]).square().mean((1, 2)).sum()
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+            with torch.no_grad():
+                losses = (self.net(x[valid_index]) - y[valid_index]).square().mean((1, 2))
+                better = (losses < best) & active
+                best = torch.where(better, losses, best)
+                since = torch.where(better, 0, since + 1)
+                for saved, p in zip(best_state, self.net.parameters()):
+                    saved[better] = p[better]
+        with torch.no_grad():  # each model keeps its best epoch's weights
+            for saved, p in zip(best_state, self.net.parameters()):
+                p.copy_(saved)
+        return {"valid_loss": best.tolist(), "epochs": trained.tolist()}
