@@ -75,3 +75,25 @@ def test_ensemble_errors_are_clear():
         ensemble.fit(torch.zeros(1, 3), torch.zeros(1, 2), torch.zeros(1, 3))
     with pytest.raises(MetakitError, match="models, observation_size and action_size >= 1"):
         DynamicsEnsemble(3, 2, models=0)
+
+
+def test_a_model_env_steps_each_task_with_its_own_model():
+    from metakit.rl.envs import ModelEnv
+
+    ensemble = DynamicsEnsemble(3, 2, models=2, hidden_sizes=(8,), generator=torch.Generator().manual_seed(0))
+    env = ModelEnv(
+        ensemble.dynamics,
+        lambda s, a, s2: -s2.square().sum(-1),
+        lambda tasks, episodes, g: torch.randn(tasks, episodes, 3, generator=g),
+        3,
+        2,
+        horizon=5,
+        num_models=2,
+    )
+    env.set_tasks(env.sample_tasks(4))  # models 0, 1, 0, 1
+    s = env.reset(3, torch.Generator().manual_seed(1))
+    a = torch.randn(4, 3, 2)
+    following, reward, _ = env.step(a)
+    for t, k in enumerate([0, 1, 0, 1]):
+        torch.testing.assert_close(following[t], ensemble.predict(s[t], a[t])[k])
+    torch.testing.assert_close(reward, -following.square().sum(-1))

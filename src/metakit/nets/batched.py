@@ -1,5 +1,6 @@
 """Independent MLPs as one module, stepped as one tensor computation: the actors of a batch of
 tasks (Meta-Critic), the models of a dynamics ensemble (MB-MPO)."""
+
 from __future__ import annotations
 
 import math
@@ -18,18 +19,25 @@ class BatchedMLP(nn.Module):
     def __init__(self, num_tasks: int, sizes: list[int], generator: torch.Generator | None = None):
         super().__init__()
         if num_tasks < 1 or len(sizes) < 2 or min(sizes) < 1:
-            raise MetakitError(f"BatchedMLP needs num_tasks >= 1 and sizes [in, ..., out] >= 1, got "
-                               f"{num_tasks!r}, {sizes!r}")
+            raise MetakitError(
+                f"BatchedMLP needs num_tasks >= 1 and sizes [in, ..., out] >= 1, got {num_tasks!r}, {sizes!r}"
+            )
         self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
             bound = 1 / math.sqrt(n_in)
-            self.weights.append(nn.Parameter((torch.rand(num_tasks, n_in, n_out, generator=generator) * 2 - 1)
-                                             * bound))
-            self.biases.append(nn.Parameter((torch.rand(num_tasks, 1, n_out, generator=generator) * 2 - 1)
-                                            * bound))
+            self.weights.append(
+                nn.Parameter((torch.rand(num_tasks, n_in, n_out, generator=generator) * 2 - 1) * bound)
+            )
+            self.biases.append(
+                nn.Parameter((torch.rand(num_tasks, 1, n_out, generator=generator) * 2 - 1) * bound)
+            )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """x [T, N, in] -> [T, N, out], network t on x[t]; with `index` (long [B]), network
+        index[b] on x[b] (x [B, N, in]): several rows may share a network."""
         for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            if index is not None:
+                weight, bias = weight[index], bias[index]
             x = torch.baddbmm(bias, x, weight)
             if i < len(self.weights) - 1:
                 x = torch.relu(x)

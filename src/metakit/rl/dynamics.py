@@ -67,6 +67,15 @@ class DynamicsEnsemble(nn.Module):
         x = (torch.cat([observations, actions], -1) - self.input_mean) / self.input_std
         return self.net(x)
 
+    def dynamics(
+        self, models: torch.Tensor, observations: torch.Tensor, actions: torch.Tensor
+    ) -> torch.Tensor:
+        """ModelEnv's dynamics: task t's rows observations[t] [E, obs] stepped by model models[t]
+        (each task bound to one model, as MB-MPO spreads its tasks over the ensemble)."""
+        self._check(observations, actions)
+        x = (torch.cat([observations, actions], -1) - self.input_mean) / self.input_std
+        return observations + self.net(x, models) * self.target_std + self.target_mean
+
     def predict(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Next observations [K, N, obs]: model k predicts from observations[k], actions[k]
         ([K, N, ...]); [N, ...] inputs go to every model."""
