@@ -86,6 +86,20 @@ class MetaCriticConfig:
     eval: MetaCriticEvalConfig = field(default_factory=MetaCriticEvalConfig)
 
 
+class CriticTraining(Algorithm):
+    """What the RL settings keep between episodes: the critic (MVN and TAEN), its optimiser,
+    the episode count and the current batch of tasks (actors are fresh every episode)."""
+
+    def state_dict(self):
+        return {"critic": self.critic.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "episode": self.episode, "tasks": self.tasks}
+
+    def load_state_dict(self, state):
+        self.critic.load_state_dict(state["critic"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.episode, self.tasks = state["episode"], state["tasks"]
+
+
 class MetaCriticExperiment(Algorithm):
     Config = MetaCriticConfig
     named_sections = {"task": SETTINGS}

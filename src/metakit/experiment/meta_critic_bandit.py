@@ -29,8 +29,7 @@ from ..rl.envs.bandit import DirichletBandit
 from ..rl.meta_critic import BatchedMLP, MetaCritic, sample_actions
 from .config import check, non_negative, positive
 from .evaluate import mean_ci95
-from .meta_critic import MetaCriticSection
-from .protocol import Algorithm
+from .meta_critic import CriticTraining, MetaCriticSection
 
 
 @dataclass
@@ -77,7 +76,7 @@ class BanditMetaCriticConfig:
     eval: BanditEvalConfig = field(default_factory=BanditEvalConfig)
 
 
-class BanditMetaCritic(Algorithm):
+class BanditMetaCritic(CriticTraining):
     Config = BanditMetaCriticConfig
     named_sections = {"task": ["bandit"]}
     curve = {"critic_loss": "critic's squared error", "reward": "actors' expected reward"}
@@ -137,19 +136,6 @@ class BanditMetaCritic(Algorithm):
         with torch.no_grad():
             reward = (torch.softmax(policy_logits(actors), -1) * self.tasks).sum(1).mean().item()
         return {"critic_loss": sum(losses) / len(losses), "reward": reward}
-
-    def state_dict(self):
-        return {
-            "critic": self.critic.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "episode": self.episode,
-            "tasks": self.tasks,
-        }
-
-    def load_state_dict(self, state):
-        self.critic.load_state_dict(state["critic"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.episode, self.tasks = state["episode"], state["tasks"]
 
     # -- meta-test -----------------------------------------------------------------------------
     def evaluate(self) -> dict:

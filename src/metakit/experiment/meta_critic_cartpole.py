@@ -37,8 +37,7 @@ from ..rl.meta_critic import (
 )
 from .config import check, non_negative, positive
 from .evaluate import progress_bar
-from .meta_critic import MetaCriticSection, pair
-from .protocol import Algorithm
+from .meta_critic import CriticTraining, MetaCriticSection, pair
 
 ENDLESS = 2**62  # training episodes have no time limit (they end when the pole falls)
 
@@ -91,7 +90,7 @@ class CartPoleMetaCriticConfig:
     eval: CartPoleEvalConfig = field(default_factory=CartPoleEvalConfig)
 
 
-class CartPoleMetaCritic(Algorithm):
+class CartPoleMetaCritic(CriticTraining):
     Config = CartPoleMetaCriticConfig
     named_sections = {"task": ["cartpole"]}
     curve = {"games": "games per task (fewer: longer balancing)", "critic_loss": "critic's squared error"}
@@ -150,19 +149,6 @@ class CartPoleMetaCritic(Algorithm):
             losses.append(loss.item())
         self.episode += 1
         return {"critic_loss": sum(losses) / len(losses), "games": episodes.games.mean().item()}
-
-    def state_dict(self):
-        return {
-            "critic": self.critic.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "episode": self.episode,
-            "tasks": self.tasks,
-        }
-
-    def load_state_dict(self, state):
-        self.critic.load_state_dict(state["critic"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.episode, self.tasks = state["episode"], state["tasks"]
 
     # -- meta-test -----------------------------------------------------------------------------
     def evaluation_tasks(self) -> torch.Tensor:
