@@ -30,4 +30,10 @@ def test_block_runs_as_pasted(page, index, code, tmp_path, monkeypatch, request)
     if "load_omniglot" in code:
         request.getfixturevalue("real_omniglot")  # the data (skips where it is not installed)
     monkeypatch.chdir(tmp_path)  # blocks that write runs/ write here
+    if "reproduce-mbmpo-halfcheetah/mbmpo" in code:  # a block that reads a trained run: a tiny one
+        from metakit.experiment import load_config, train
+        from metakit.experiment.reproduce_mbmpo import BUDGETS
+
+        config = load_config("mbmpo-halfcheetah", [*BUDGETS["smoke"]["mbmpo"], "train.iterations=1"])
+        train(config, tmp_path / "runs/reproduce-mbmpo-halfcheetah/mbmpo", progress=False)
     exec(compile(shorten(code), f"{page.name} block {index}", "exec"), {"__name__": "__readme__"})

@@ -123,6 +123,7 @@ def info_task(name):
         "TabularMDP": None,
         "CartPole": [1.0],
         "Pendulum": [1.0, 1.0],
+        "HalfCheetah": [0.0],
         "HalfCheetahVel": [1.5],
         "HalfCheetahDir": [-1.0],
         "AntVel": [2.0],
@@ -317,6 +318,7 @@ def test_half_cheetah_tasks_reward_velocity_terms_on_gymnasiums_physics(stepping
     for env, task in (
         (envs.HalfCheetahVel(stepping=stepping), 0.7),
         (envs.HalfCheetahDir(stepping=stepping), -1.0),
+        (envs.HalfCheetah(stepping=stepping), 0.0),  # Gymnasium's own task: v - 0.1 |a|^2
     ):
         env.set_tasks(torch.tensor([[task]]))
         generator = torch.Generator().manual_seed(4)
@@ -337,11 +339,10 @@ def test_half_cheetah_tasks_reward_velocity_terms_on_gymnasiums_physics(stepping
             obs, reward, done = env.step(action.view(1, 1, 6))
             clipped = action.clamp(-1, 1)
             expected_obs, _, _, _, info = reference.step(clipped.numpy())
-            v = info["x_velocity"]
-            progress = -abs(v - task) if env.goal == "velocity" else task * v
-            assert math.isclose(
-                reward.item(), progress - 0.05 * (clipped**2).sum().item(), rel_tol=1e-4, abs_tol=1e-4
-            )
+            v, control = info["x_velocity"], (clipped**2).sum().item()
+            progress = {"velocity": -abs(v - task), "direction": task * v, "forward": v}[env.goal]
+            weight = 0.1 if env.goal == "forward" else 0.05
+            assert math.isclose(reward.item(), progress - weight * control, rel_tol=1e-4, abs_tol=1e-4)
             assert math.isclose(info["reward_ctrl"], -0.1 * (clipped**2).sum().item(), rel_tol=1e-5)
             torch.testing.assert_close(
                 obs[0, 0], torch.as_tensor(expected_obs, dtype=torch.float32), rtol=0, atol=0
@@ -354,11 +355,13 @@ def test_batched_half_cheetah_resets_as_gymnasium_does():
     """qpos = qpos0 + U(-0.1, 0.1), qvel = 0.1 N(0, 1), per copy (Gymnasium's reset_model)."""
     env = envs.HalfCheetahVel(workers=1)
     env.set_tasks(torch.zeros(10, 1))
-    obs = env.reset(50, torch.Generator().manual_seed(0)).reshape(-1, 17).double()
-    position, velocity = obs[:, :8] - torch.as_tensor(env._vector.init_qpos[1:]), obs[:, 8:]
-    assert position.abs().max() <= 0.1 + 1e-6 and position.abs().max() > 0.099
-    assert position.var().item() == pytest.approx(0.01 / 3, rel=0.06)  # uniform on [-0.1, 0.1]
-    assert velocity.mean().abs() < 0.006 and velocity.std().item() == pytest.approx(0.1, rel=0.04)
+    reset = env.reset(50, torch.Generator().manual_seed(0)).reshape(-1, 17)
+    drawn = env.initial_observations(500, torch.Generator().manual_seed(1))  # a learned model's starts
+    for obs in (reset.double(), drawn.double()):
+        position, velocity = obs[:, :8] - torch.as_tensor(env._vector.init_qpos[1:]), obs[:, 8:]
+        assert position.abs().max() <= 0.1 + 1e-6 and position.abs().max() > 0.099
+        assert position.var().item() == pytest.approx(0.01 / 3, rel=0.06)  # uniform on [-0.1, 0.1]
+        assert velocity.mean().abs() < 0.006 and velocity.std().item() == pytest.approx(0.1, rel=0.04)
     with pytest.raises(MetakitError, match="stepping must be 'batched' .*HalfCheetah only"):
         envs.Locomotion("Ant", "velocity", stepping="batched")
 

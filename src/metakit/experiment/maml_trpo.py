@@ -7,7 +7,9 @@ from pathlib import Path
 
 import torch
 
+from ..errors import MetakitError
 from ..rl import MAMLTRPO, policy_for
+from ..rl.policies import ACTIVATIONS
 from .config import check, non_negative, positive, sizes
 from .metarl import MetaRLAlgorithm, MetaRLConfig
 
@@ -16,6 +18,7 @@ from .metarl import MetaRLAlgorithm, MetaRLConfig
 class MLPPolicyConfig:
     hidden_sizes: list[int] = check(*sizes, default_factory=lambda: [100, 100])
     init_std: float = check(*positive, default=1.0)  # Gaussian policies
+    activation: str = check(lambda v: v in ACTIVATIONS, f"one of {sorted(ACTIVATIONS)}", default="relu")
 
 
 @dataclass
@@ -46,6 +49,15 @@ class MAMLTRPOConfig(MetaRLConfig):
     eval: MAMLTRPOEvalConfig = field(default_factory=MAMLTRPOEvalConfig)
 
 
+def policy_from_config(env, config: MLPPolicyConfig):
+    if env.discrete:
+        if config.activation != "relu":
+            raise MetakitError(f"'policy.activation' applies to Gaussian policies; {config.activation!r} "
+                               f"given for discrete {type(env).__name__}")
+        return policy_for(env, tuple(config.hidden_sizes))
+    return policy_for(env, tuple(config.hidden_sizes), init_std=config.init_std, activation=config.activation)
+
+
 class MAMLTRPOExperiment(MetaRLAlgorithm):
     Config = MAMLTRPOConfig
     curve = {"return_before": "before adaptation", "return_after": "after 1 step"}
@@ -53,8 +65,7 @@ class MAMLTRPOExperiment(MetaRLAlgorithm):
 
     def __init__(self, config: MAMLTRPOConfig, device: str = "cpu"):
         super().__init__(config, device)
-        options = {} if self.env.discrete else {"init_std": config.policy.init_std}
-        self.policy = policy_for(self.env, tuple(config.policy.hidden_sizes), **options)
+        self.policy = policy_from_config(self.env, config.policy)
         a = config.algorithm
         self.algo = MAMLTRPO(self.policy, a.fast_lr, a.inner_steps, a.first_order, a.gamma, a.gae_lambda,
                              a.max_kl, a.cg_damping)

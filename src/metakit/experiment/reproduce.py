@@ -12,6 +12,8 @@ from .config import load_config
 from .reproduce_l2o import RUNS as L2O_RUNS
 from .reproduce_l2o import format_l2o_table, reproduce_l2o
 from .reproduce_mann import format_mann_table, reproduce_mann
+from .reproduce_mbmpo import NAME as MBMPO_NAME
+from .reproduce_mbmpo import format_mbmpo_table, reproduce_mbmpo
 from .reproduce_meta_critic import RUNS as META_CRITIC_RUNS
 from .reproduce_meta_critic import format_meta_critic_table, reproduce_meta_critic
 from .reproduce_rl2 import ROWS as RL2_ROWS
@@ -125,13 +127,15 @@ def reproduce(name: str, out: Path, budget: str = "full", device: str = "cpu", p
 
 
 def reproduction_names() -> list[str]:
-    return sorted([*REPRODUCTIONS, *RL2_ROWS, *L2O_RUNS, *META_CRITIC_RUNS, "mann-omniglot"])
+    return sorted([*REPRODUCTIONS, *RL2_ROWS, *L2O_RUNS, *META_CRITIC_RUNS, "mann-omniglot", MBMPO_NAME])
 
 
 def _reproduce(name, out, budget, device, progress, resume, algo, lake_runs) -> dict:
-    if name == "mann-omniglot" or name in L2O_RUNS or name in META_CRITIC_RUNS:
+    if name == "mann-omniglot" or name in L2O_RUNS or name in META_CRITIC_RUNS or name == MBMPO_NAME:
         if algo is not None or lake_runs is not None:
             raise MetakitError(f"--algo and --runs apply to omniglot-minimal, not to {name}")
+        if name == MBMPO_NAME:
+            return reproduce_mbmpo(Path(out), budget, device, progress, resume, hardware(device))
         if name in L2O_RUNS:
             return reproduce_l2o(name, Path(out), budget, device, progress, resume, hardware(device))
         if name in META_CRITIC_RUNS:
@@ -283,6 +287,8 @@ def _format_table(results: dict) -> str:
         return format_meta_critic_table(results)
     if results["name"] in RL2_ROWS:
         return format_rl2_table(results)
+    if results["name"] == MBMPO_NAME:
+        return format_mbmpo_table(results)
     if "returns_after_steps" in results:
         lines = [
             f"{results['name']}: {results['iterations']} iterations, {results['train_seconds']} s on "

@@ -18,15 +18,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import distributed
-from ..errors import MetakitError
+from ..errors import MetakitError, TrainingDiverged
 from ..files import save_json
 from .checkpoint import CHECKPOINT, METRICS, load_checkpoint, open_run_dir, read_run_config, save_checkpoint
 from .protocol import Algorithm
 from .registry import algorithm_class
-
-
-class TrainingDiverged(MetakitError):
-    """A training metric became NaN or infinite; the last good checkpoint is kept."""
 
 
 def check_device(device: str) -> str:
@@ -84,8 +80,12 @@ def train(config, run_dir: str | Path, resume: bool = False, device: str = "cpu"
     began = time.perf_counter() - seconds
     with (run_dir / METRICS).open("a") if main else contextlib.nullcontext() as metrics_file:
         for iteration in bar:
-            metrics = algo.step(generator)  # the same on every rank (averaged over them)
             done = iteration + 1
+            try:
+                metrics = algo.step(generator)  # the same on every rank (averaged over them)
+            except TrainingDiverged as error:  # raised inside the step (e.g. a model predicting NaN)
+                message = f"{error}, at iteration {done}; stopped. {_kept(checkpoint_path)}"
+                raise TrainingDiverged(message) from error
             _check_finite(metrics, done, checkpoint_path)
             window.append(metrics)
             if done % tc.log_every == 0 or done == tc.iterations:
@@ -120,11 +120,14 @@ def check_shardable(algo: Algorithm) -> None:
 def _check_finite(metrics: dict, iteration: int, checkpoint_path: Path) -> None:
     for key, value in metrics.items():
         if isinstance(value, float) and not math.isfinite(value):
-            kept = (f"The last good checkpoint ({checkpoint_path}) is kept" if checkpoint_path.exists()
-                    else "No checkpoint had been written yet")
             raise TrainingDiverged(f"{key.replace('_', '-')} became {value} at iteration {iteration}; "
-                                   f"stopped. {kept}. Lower the learning rates (e.g. train.outer_lr or "
-                                   "algorithm.inner_lr)")
+                                   f"stopped. {_kept(checkpoint_path)} Lower the learning rates (e.g. "
+                                   "train.outer_lr or algorithm.inner_lr)")
+
+
+def _kept(checkpoint_path: Path) -> str:
+    return (f"The last good checkpoint ({checkpoint_path}) is kept." if checkpoint_path.exists()
+            else "No checkpoint had been written yet.")
 
 
 def _mean(window: list[dict]) -> dict:

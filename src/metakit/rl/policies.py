@@ -15,27 +15,31 @@ from torch import nn
 
 from ..errors import MetakitError
 
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
-def _mlp(inputs: int, hidden: tuple[int, ...], outputs: int) -> nn.Sequential:
+
+def mlp(inputs: int, hidden: tuple[int, ...], outputs: int, activation: str = "relu") -> nn.Sequential:
+    if activation not in ACTIVATIONS:
+        raise MetakitError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     layers, size = [], inputs
     for width in hidden:
-        layers += [nn.Linear(size, width), nn.ReLU()]
+        layers += [nn.Linear(size, width), ACTIVATIONS[activation]()]
         size = width
     return nn.Sequential(*layers, nn.Linear(size, outputs))
 
 
 class GaussianMLPPolicy(nn.Module):
-    """Diagonal Gaussian: an MLP gives the mean (100-100 ReLU as in the MAML paper), the log
-    standard deviation is a learned vector independent of the state."""
+    """Diagonal Gaussian: an MLP gives the mean (100-100 ReLU as in the MAML paper; MB-MPO's
+    32-32 tanh), the log standard deviation is a learned vector independent of the state."""
 
     discrete = False
 
     def __init__(self, observation_size: int, action_size: int, hidden: tuple[int, ...] = (100, 100),
-                 init_std: float = 1.0):
+                 init_std: float = 1.0, activation: str = "relu"):
         super().__init__()
         if init_std <= 0:
             raise MetakitError(f"init_std must be > 0, got {init_std!r}")
-        self.mean = _mlp(observation_size, tuple(hidden), action_size)
+        self.mean = mlp(observation_size, tuple(hidden), action_size, activation)
         self.log_std = nn.Parameter(torch.full((action_size,), math.log(init_std)))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
@@ -46,6 +50,12 @@ class GaussianMLPPolicy(nn.Module):
     @staticmethod
     def _split(out):
         return out.chunk(2, dim=-1)
+
+    @torch.no_grad()
+    def act(self, observations: torch.Tensor, deterministic: bool = True, generator=None) -> torch.Tensor:
+        """Actions for a batch of observations [..., obs] (numpy arrays too): the mean, or a sample."""
+        out = self(torch.as_tensor(observations, dtype=torch.float32))
+        return self._split(out)[0] if deterministic else self.sample(out, generator)
 
     def sample(self, out, generator=None):
         mean, log_std = self._split(out)
@@ -78,7 +88,7 @@ class CategoricalMLPPolicy(nn.Module):
 
     def __init__(self, observation_size: int, actions: int, hidden: tuple[int, ...] = (100, 100)):
         super().__init__()
-        self.logits = _mlp(observation_size, tuple(hidden), actions)
+        self.logits = mlp(observation_size, tuple(hidden), actions)
 
     def forward(self, obs):
         return self.logits(obs).log_softmax(-1)

@@ -25,6 +25,7 @@ class Trajectories:
     actions: torch.Tensor  # [T, E, H, A] or [T, E, H] (discrete)
     rewards: torch.Tensor  # [T, E, H]
     mask: torch.Tensor  # [T, E, H], float
+    last_observations: torch.Tensor | None = None  # [T, E, obs]: after the last step (s' of step H-1)
 
     def episode_returns(self) -> torch.Tensor:
         """Undiscounted return of each episode: [T, E]."""
@@ -67,7 +68,7 @@ def rollout(
         if done.all():
             break
     stack = lambda xs: torch.stack(xs, dim=2)  # noqa: E731
-    return Trajectories(stack(observations), stack(actions), stack(rewards), stack(masks))
+    return Trajectories(stack(observations), stack(actions), stack(rewards), stack(masks), obs)
 
 
 @dataclass

@@ -6,7 +6,7 @@ from ...errors import MetakitError
 from .bandit import BernoulliBandit, DirichletBandit
 from .base import TaskEnv
 from .classic import CartPole, Pendulum
-from .locomotion import AntDir, AntVel, HalfCheetahDir, HalfCheetahVel, Locomotion
+from .locomotion import AntDir, AntVel, HalfCheetah, HalfCheetahDir, HalfCheetahVel, Locomotion
 from .model import ModelEnv
 from .navigation import Navigation2D
 from .tabular import TabularMDP
@@ -18,6 +18,7 @@ ENVIRONMENTS: dict[str, type[TaskEnv]] = {
     "TabularMDP": TabularMDP,
     "CartPole": CartPole,
     "Pendulum": Pendulum,
+    "HalfCheetah": HalfCheetah,
     "HalfCheetahVel": HalfCheetahVel,
     "HalfCheetahDir": HalfCheetahDir,
     "AntVel": AntVel,
@@ -31,6 +32,7 @@ __all__ = [
     "DirichletBandit",
     "CartPole",
     "ENVIRONMENTS",
+    "HalfCheetah",
     "HalfCheetahDir",
     "HalfCheetahVel",
     "Locomotion",

@@ -25,6 +25,7 @@ class TaskEnv:
     action_size: int  # continuous: dimensions; discrete: number of actions
     discrete: bool
     horizon: int
+    action_bound: float = 1.0  # continuous: uniformly random actions lie in [-bound, bound]
 
     def __init__(self):
         self.tasks: torch.Tensor | None = None
@@ -42,6 +43,21 @@ class TaskEnv:
 
     def _observe(self) -> torch.Tensor:  # envs that observe more or less than their state override it
         return self.state.clone()
+
+    # -- what a learned model of the environment needs (MB-MPO): known functions of one task --
+    def known_reward(self, task: torch.Tensor, observations, actions, next_observations) -> torch.Tensor:
+        """The reward of task `task` (one row of sample_tasks) as a function of (s, a, s'): [...]."""
+        raise MetakitError(f"{type(self).__name__} has no known reward function of (s, a, s'), which a "
+                           f"learned model's imagined rollouts need; environments with one: "
+                           f"{', '.join(known_reward_environments())}")
+
+    def known_termination(self, task: torch.Tensor, observations, actions, next_observations):
+        """Where an episode ends early, as a function of (s, a, s'); None: it never does."""
+        return None
+
+    def initial_observations(self, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """`count` draws [count, obs] from the distribution reset() starts episodes in."""
+        raise MetakitError(f"{type(self).__name__} does not expose its initial-state distribution")
 
     # -- the checked public interface --------------------------------------------------------
     def set_tasks(self, tasks: torch.Tensor) -> None:
@@ -106,3 +122,9 @@ class TaskEnv:
         self.done = self.done & ~ended
         self.terminated = getattr(self, "terminated", self.done) & ~ended
         return self._observe()
+
+
+def known_reward_environments() -> list[str]:
+    from . import ENVIRONMENTS  # noqa: PLC0415 (the registry imports this module)
+
+    return sorted(n for n, cls in ENVIRONMENTS.items() if cls.known_reward is not TaskEnv.known_reward)

@@ -51,7 +51,7 @@ class CartPole(TaskEnv):
 
 
 class Pendulum(TaskEnv):
-    observation_size, action_size, discrete, horizon = 3, 1, False, 200
+    observation_size, action_size, discrete, horizon, action_bound = 3, 1, False, 200, 2.0
     gravity, dt, max_speed, max_torque = 10.0, 0.05, 8.0, 2.0
 
     def __init__(self, mass_range=(0.5, 1.5), length_range=(0.5, 1.5), horizon: int = 200):
@@ -63,14 +63,30 @@ class Pendulum(TaskEnv):
         (m0, m1), (l0, l1) = self.mass_range, self.length_range
         return torch.stack([m0 + (m1 - m0) * u[:, 0], l0 + (l1 - l0) * u[:, 1]], -1)  # [T, (m, l)]
 
-    def _observe(self):
-        theta, theta_dot = self.state.unbind(-1)
+    @staticmethod
+    def _observation(state):
+        theta, theta_dot = state.unbind(-1)
         return torch.stack([theta.cos(), theta.sin(), theta_dot], -1)
 
+    def _observe(self):
+        return self._observation(self.state)
+
+    @staticmethod
+    def _initial_states(shape, generator):  # angle U[-pi, pi], speed U[-1, 1]
+        return (torch.rand(*shape, 2, generator=generator) * 2 - 1) * torch.tensor([math.pi, 1.0])
+
     def _reset(self, episodes, generator):
-        u = torch.rand(self.num_tasks, episodes, 2, generator=generator) * 2 - 1
-        self.state = u * torch.tensor([math.pi, 1.0])
+        self.state = self._initial_states((self.num_tasks, episodes), generator)
         return self._observe()
+
+    def initial_observations(self, count, generator=None):
+        return self._observation(self._initial_states((count,), generator))
+
+    def known_reward(self, task, observations, actions, next_observations):
+        """Exact: the cost is of the state before the step, whose angle the observation holds."""
+        angle = torch.atan2(observations[..., 1], observations[..., 0])
+        u = actions[..., 0].clamp(-self.max_torque, self.max_torque)
+        return -(angle**2 + 0.1 * observations[..., 2] ** 2 + 0.001 * u**2)
 
     def _step(self, actions, generator):
         theta, theta_dot = self.state.unbind(-1)

@@ -10,18 +10,6 @@ import torch
 from ...errors import MetakitError
 from . import ENVIRONMENTS
 from .base import TaskEnv
-from .classic import Pendulum
-from .locomotion import AntDir, AntVel, HalfCheetahDir, HalfCheetahVel
-from .navigation import Navigation2D
-
-ACTION_BOUND = {
-    Navigation2D: 1.0,
-    Pendulum: 2.0,
-    HalfCheetahVel: 1.0,
-    HalfCheetahDir: 1.0,
-    AntVel: 1.0,
-    AntDir: 1.0,
-}  # continuous actions are clipped to this
 
 
 class GymTaskEnv(gymnasium.Env):
@@ -35,7 +23,7 @@ class GymTaskEnv(gymnasium.Env):
         if env.discrete:
             self.action_space = gymnasium.spaces.Discrete(env.action_size)
         else:
-            bound = ACTION_BOUND.get(type(env), np.inf)
+            bound = env.action_bound  # continuous actions are clipped to this
             self.action_space = gymnasium.spaces.Box(-bound, bound, (env.action_size,), np.float32)
 
     def reset(self, *, seed=None, options=None):

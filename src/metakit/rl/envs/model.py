@@ -8,13 +8,14 @@ states can be rolled out by `rollout` like a real environment:
                    horizon=200, num_models=5, bounds=(-100.0, 100.0))
     env.set_tasks(env.sample_tasks(20))      # model indices [T], spread evenly over the models
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import torch
 
-from ...errors import MetakitError
+from ...errors import MetakitError, TrainingDiverged
 from .base import TaskEnv, check_horizon
 
 Dynamics = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (tasks [T], s, a) -> s'
@@ -24,13 +25,24 @@ Transition = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] 
 class ModelEnv(TaskEnv):
     discrete = False
 
-    def __init__(self, dynamics: Dynamics, reward: Transition,
-                 initial_state: Callable[[int, int, torch.Generator | None], torch.Tensor],
-                 observation_size: int, action_size: int, horizon: int, termination: Transition | None = None,
-                 num_models: int = 1, bounds: tuple[float, float] | None = None):
+    def __init__(
+        self,
+        dynamics: Dynamics,
+        reward: Transition,
+        initial_state: Callable[[int, int, torch.Generator | None], torch.Tensor],
+        observation_size: int,
+        action_size: int,
+        horizon: int,
+        termination: Transition | None = None,
+        num_models: int = 1,
+        bounds: tuple[float, float] | None = None,
+    ):
         super().__init__()
-        for name, value in (("observation_size", observation_size), ("action_size", action_size),
-                            ("num_models", num_models)):
+        for name, value in (
+            ("observation_size", observation_size),
+            ("action_size", action_size),
+            ("num_models", num_models),
+        ):
             if not isinstance(value, int) or value < 1:
                 raise MetakitError(f"ModelEnv: {name} must be an integer >= 1, got {value!r}")
         if not all(callable(f) for f in (dynamics, reward, initial_state)) or not (
@@ -69,6 +81,10 @@ class ModelEnv(TaskEnv):
         if predicted.shape != state.shape:
             raise MetakitError(
                 f"ModelEnv: dynamics gave shape {tuple(predicted.shape)}, expected {tuple(state.shape)}"
+            )
+        if not torch.isfinite(predicted).all():
+            raise TrainingDiverged(
+                f"ModelEnv: the dynamics predicted non-finite states at step {self.t + 1} of its episodes"
             )
         if self.bounds is not None:  # a model's prediction far outside the data is noise: keep it sane
             predicted = predicted.clamp(*self.bounds)

@@ -1,0 +1,141 @@
+"""MB-MPO (metakit.rl.MBMPO) as an experiment: a learned dynamics ensemble, MAML-TRPO over
+its models, and the real return of the meta-policy against real steps.
+
+Each runner iteration is one MB-MPO iteration (collect real data, fit the models, meta-steps)
+followed by an evaluation that does not count as training data: `return` is the mean real
+return of the meta-policy over `eval.episodes` episodes, `return_adapted` after one inner
+step on those episodes. `metakit.load(run_dir).policy.act(observations)` gives actions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..rl import MAMLTRPO
+from ..rl.dynamics import DynamicsEnsemble
+from ..rl.mbmpo import MBMPO
+from .config import check, non_negative, positive, sizes
+from .maml_trpo import MLPPolicyConfig, policy_from_config
+from .metarl import MetaRLAlgorithm, MetaRLConfig, build_env
+
+
+@dataclass
+class MBMPOSection:
+    name: str = "mbmpo"
+    fast_lr: float = check(*non_negative, default=1e-3)  # the inner policy-gradient step
+    gamma: float = check(lambda v: 0 < v <= 1, "in (0, 1]", default=0.99)
+    gae_lambda: float = check(lambda v: 0 <= v <= 1, "in [0, 1]", default=1.0)
+    max_kl: float = check(*positive, default=0.01)
+    cg_damping: float = check(*non_negative, default=1e-5)
+    meta_steps: int = check(*positive, default=30)  # MAML-TRPO steps per iteration
+    random_steps: int = check(*positive, default=5000)  # real steps of random actions first
+    models: int = check(*positive, default=5)
+    model_hidden_sizes: list[int] = check(*sizes, default_factory=lambda: [512, 512])
+    model_lr: float = check(*positive, default=1e-3)
+    model_batch_size: int = check(*positive, default=500)
+    model_epochs: int = check(*positive, default=50)  # at most, per fit
+    model_updates: int | None = check(
+        lambda v: v is None or v > 0, "null or > 0", default=None
+    )  # at most, per fit
+    patience: int = check(*positive, default=5)  # epochs without a better validation loss
+    valid_fraction: float = check(lambda v: 0 < v < 1, "in (0, 1)", default=0.2)
+    buffer_size: int = check(*positive, default=100_000)  # the last real transitions kept
+
+
+@dataclass
+class MBMPOEvalConfig:
+    episodes: int = check(*positive, default=10)  # real episodes per evaluation point
+    seed: int = 1234
+
+
+@dataclass
+class MBMPOConfig(MetaRLConfig):
+    policy: MLPPolicyConfig = field(default_factory=lambda: MLPPolicyConfig([32, 32], 1.0, "tanh"))
+    algorithm: MBMPOSection = field(default_factory=MBMPOSection)
+    eval: MBMPOEvalConfig = field(default_factory=MBMPOEvalConfig)
+
+
+class MBMPOExperiment(MetaRLAlgorithm):
+    """train.meta_batch_size: tasks per meta-step (spread over the models); train.episodes:
+    imagined episodes per task."""
+
+    Config = MBMPOConfig
+    curve = {"return": "meta-policy", "return_adapted": "after one step"}
+    curve_ylabel = "real return"
+
+    def __init__(self, config: MBMPOConfig, device: str = "cpu"):
+        super().__init__(config, device)
+        a, seed = config.algorithm, config.seed
+        self.task = self.env.sample_tasks(1, torch.Generator().manual_seed(seed))[0]  # the one real task
+        self.policy = policy_from_config(self.env, config.policy)
+        meta = MAMLTRPO(self.policy, a.fast_lr, 1, False, a.gamma, a.gae_lambda, a.max_kl, a.cg_damping)
+        ensemble = DynamicsEnsemble(
+            self.env.observation_size,
+            self.env.action_size,
+            a.models,
+            tuple(a.model_hidden_sizes),
+            a.model_lr,
+            torch.Generator().manual_seed(seed),
+        )
+        fit = {
+            "batch_size": a.model_batch_size,
+            "valid_fraction": a.valid_fraction,
+            "patience": a.patience,
+            "epochs": a.model_epochs,
+            "max_updates": a.model_updates,
+        }
+        self.mbmpo = MBMPO(
+            self.env,
+            meta,
+            ensemble,
+            self.task,
+            config.train.meta_batch_size,
+            config.train.episodes,
+            a.meta_steps,
+            a.random_steps,
+            a.buffer_size,
+            fit,
+            eval_env=build_env(config.env),
+        )
+        self.history: list[dict] = []  # one evaluation point per iteration
+
+    def step(self, generator):
+        metrics = self.mbmpo.iteration(generator)
+        evaluation = self.mbmpo.evaluate(
+            self.config.eval.episodes,
+            torch.Generator().manual_seed(self.config.eval.seed + len(self.history)),
+        )
+        self.history.append({"real_steps": self.mbmpo.real_steps, **evaluation})
+        return {**metrics, **evaluation}
+
+    def state_dict(self):
+        return {
+            "policy": self.policy.state_dict(),
+            "ensemble": self.mbmpo.ensemble.state_dict(),
+            "mbmpo": self.mbmpo.state_dict(),
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state):
+        self.policy.load_state_dict(state["policy"])
+        self.mbmpo.ensemble.load_state_dict(state["ensemble"])
+        self.mbmpo.load_state_dict(state["mbmpo"])
+        self.history = list(state["history"])
+
+    def evaluate(self):
+        last = (
+            self.history[-1]
+            if self.history
+            else self.mbmpo.evaluate(
+                self.config.eval.episodes, torch.Generator().manual_seed(self.config.eval.seed)
+            )
+        )
+        return {
+            "env": self.config.env.name,
+            "real_steps": self.mbmpo.real_steps,
+            "return": last["return"],
+            "return_adapted": last["return_adapted"],
+            "curve": self.history,
+            "eval_episodes": self.config.eval.episodes,
+        }

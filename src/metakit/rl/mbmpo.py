@@ -1,0 +1,221 @@
+"""MB-MPO: model-based meta-policy optimisation (Clavera et al. 2018, Algorithm 1).
+
+    D <- `random_steps` real steps of uniformly random actions
+    each iteration:
+        fit the K dynamics models on D (each its own train/validation split; warm start)
+        repeat `meta_steps` times (MAML-TRPO in which model k is a task):
+            T tasks spread evenly over the models; imagined episodes of pi_theta in each
+            phi_i = theta - alpha grad L_PG(theta);   imagined episodes of pi_phi_i
+            theta <- TRPO step on the post-update surrogate, through the inner step
+        D <- D + one real episode per task of pi_phi_i, phi_i adapted in model(i)
+
+The imagined rollouts run in a `ModelEnv` whose reward, termination and start states are the
+real environment's known functions; predicted states are clipped to the range seen in D
+widened by its span on each side.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ..errors import MetakitError
+from .dynamics import DynamicsEnsemble
+from .envs.base import TaskEnv
+from .envs.model import ModelEnv
+from .maml_trpo import MAMLTRPO, advantages
+from .optim import trpo_step
+from .sampling import Trajectories, rollout
+
+
+class MBMPO:
+    def __init__(
+        self,
+        env: TaskEnv,
+        meta: MAMLTRPO,
+        ensemble: DynamicsEnsemble,
+        task: torch.Tensor,
+        num_tasks: int = 20,
+        imagined_episodes: int = 50,
+        meta_steps: int = 30,
+        random_steps: int = 5000,
+        buffer_size: int = 100_000,
+        model_fit: dict | None = None,
+        eval_env: TaskEnv | None = None,
+    ):
+        if env.discrete:
+            raise MetakitError(f"MB-MPO needs continuous actions, got {type(env).__name__}")
+        if (env.observation_size, env.action_size) != (ensemble.observation_size, ensemble.action_size):
+            raise MetakitError(
+                f"the ensemble models {ensemble.observation_size} observations and "
+                f"{ensemble.action_size} actions; {type(env).__name__} has "
+                f"{env.observation_size} and {env.action_size}"
+            )
+        env.known_reward(task, *_probe(env))  # fails now, naming the env, if it has no known reward
+        self.env, self.eval_env, self.meta, self.ensemble = env, eval_env or env, meta, ensemble
+        self.task, self.policy = task, meta.policy
+        self.num_tasks, self.imagined_episodes, self.meta_steps = num_tasks, imagined_episodes, meta_steps
+        self.random_steps, self.buffer_size, self.model_fit = random_steps, buffer_size, model_fit or {}
+        self.data = {k: torch.zeros(0, n) for k, n in _columns(env).items()}
+        self.model_env = ModelEnv(
+            ensemble.dynamics,
+            lambda s, a, s2: env.known_reward(task, s, a, s2),
+            lambda tasks, episodes, g: env.initial_observations(tasks * episodes, g).view(
+                tasks, episodes, -1
+            ),
+            env.observation_size,
+            env.action_size,
+            env.horizon,
+            termination=(lambda s, a, s2: env.known_termination(task, s, a, s2))
+            if type(env).known_termination is not TaskEnv.known_termination
+            else None,
+            num_models=ensemble.models,
+        )
+
+    @property
+    def real_steps(self) -> int:
+        return self.data["observations"].shape[0]
+
+    # -- the three phases of an iteration ----------------------------------------------------
+    def collect(self, generator: torch.Generator | None = None) -> Trajectories:
+        """Real episodes into D: random actions first, then one per task of its adapted policy."""
+        if self.real_steps == 0:
+            episodes = -(-self.random_steps // self.env.horizon)
+            self.env.set_tasks(self.task.expand(1, *self.task.shape))
+            uniform = _UniformPolicy(self.env.action_size, self.env.action_bound)
+            trajectories = rollout(self.env, uniform, episodes, generator)
+        else:
+            fast = self.adapted_in_models(generator)
+            self.env.set_tasks(self.task.expand(self.num_tasks, *self.task.shape))
+            trajectories = rollout(self.env, self.policy, 1, generator, params=fast)
+        self._store(trajectories)
+        return trajectories
+
+    def fit_models(self, generator: torch.Generator | None = None) -> dict:
+        d = self.data
+        info = self.ensemble.fit(
+            d["observations"], d["actions"], d["next_observations"], generator=generator, **self.model_fit
+        )
+        low, high = d["next_observations"].min(0).values, d["next_observations"].max(0).values
+        self.model_env.bounds = (low - (high - low), high + (high - low))  # a sane range around the data
+        return info
+
+    def meta_step(self, generator: torch.Generator | None = None) -> dict[str, float]:
+        """One MAML-TRPO step on fresh imagined episodes, model k standing for task k."""
+        start = time.perf_counter()
+        data = self.meta.sample(self.model_env, self.num_tasks, self.imagined_episodes, generator)
+        sampled = time.perf_counter()
+        info = trpo_step(
+            list(self.policy.parameters()),
+            self.meta.objectives(data),
+            self.meta.max_kl,
+            self.meta.cg_damping,
+            fisher=self.meta.fisher(data),
+        )
+        return {
+            "imagined_return": data["train"].episode_returns().mean().item(),
+            "imagined_return_adapted": data["valid"].episode_returns().mean().item(),
+            "kl": info["kl"],
+            "accepted": float(info["accepted"]),
+            "imagined_sampling_s": sampled - start,
+            "policy_optimisation_s": time.perf_counter() - sampled,
+        }
+
+    def iteration(self, generator: torch.Generator | None = None) -> dict[str, float]:
+        """Collect, fit, meta-steps: their metrics and the seconds spent in each phase."""
+        clock = time.perf_counter()
+        self.collect(generator)
+        real = time.perf_counter()
+        fit = self.fit_models(generator)
+        fitted = time.perf_counter()
+        steps = [self.meta_step(generator) for _ in range(self.meta_steps)]
+        mean = lambda values: sum(values) / len(values)  # noqa: E731
+        return {
+            "real_steps": float(self.real_steps),
+            "model_valid_loss": mean(fit["valid_loss"]),
+            "model_epochs": mean(fit["epochs"]),
+            **{
+                k: mean([s[k] for s in steps])
+                for k in ("imagined_return", "imagined_return_adapted", "kl", "accepted")
+            },
+            **{k: sum(s[k] for s in steps) for k in ("imagined_sampling_s", "policy_optimisation_s")},
+            "real_sampling_s": real - clock,
+            "model_fitting_s": fitted - real,
+        }
+
+    # -- the adapted policies and their real return -------------------------------------------
+    def adapted_in_models(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Fast weights [T, ...]: one inner step of the meta-policy on each model's imagined episodes."""
+        self.model_env.set_tasks(self.model_env.sample_tasks(self.num_tasks, generator))
+        imagined = rollout(self.model_env, self.policy, self.imagined_episodes, generator)
+        fast = self.meta.adapt(imagined, advantages(imagined, self.meta.gamma, self.meta.gae_lambda))
+        return {k: v.detach() for k, v in fast.items()}
+
+    @torch.no_grad()
+    def evaluate(self, episodes: int = 10, generator: torch.Generator | None = None) -> dict[str, float]:
+        """Mean real return of the meta-policy (`return`) and after one inner step on those real
+        episodes (`return_adapted`); these steps are not added to D."""
+        env = self.eval_env
+        env.set_tasks(self.task.expand(1, *self.task.shape))
+        before = rollout(env, self.policy, episodes, generator)
+        with torch.enable_grad():
+            fast = self.meta.adapt(
+                before, advantages(before, self.meta.gamma, self.meta.gae_lambda), first_order=True
+            )
+        after = rollout(
+            env, self.policy, episodes, generator, params={k: v.detach() for k, v in fast.items()}
+        )
+        return {
+            "return": before.episode_returns().mean().item(),
+            "return_adapted": after.episode_returns().mean().item(),
+        }
+
+    # -- checkpoint state beyond the policy's and the ensemble's weights ----------------------
+    def state_dict(self) -> dict:
+        return {
+            "data": dict(self.data),
+            "ensemble_optimizer": self.ensemble.optimizer.state_dict(),
+            "bounds": self.model_env.bounds,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.data = dict(state["data"])
+        self.ensemble.optimizer.load_state_dict(state["ensemble_optimizer"])
+        self.model_env.bounds = state["bounds"]
+
+    def _store(self, trajectories: Trajectories) -> None:
+        """The steps really taken, oldest dropped beyond `buffer_size`."""
+        valid = trajectories.mask.bool()
+        obs, actions = trajectories.observations, trajectories.actions
+        following = torch.cat([obs[:, :, 1:], trajectories.last_observations[:, :, None]], 2)
+        new = {"observations": obs[valid], "actions": actions[valid], "next_observations": following[valid]}
+        self.data = {k: torch.cat([self.data[k], new[k]])[-self.buffer_size :] for k in self.data}
+
+
+class _UniformPolicy(torch.nn.Module):
+    """Uniform random actions in [-bound, bound], in the policy interface rollout uses."""
+
+    def __init__(self, size: int, bound: float):
+        super().__init__()
+        self.size, self.bound = size, bound
+
+    def forward(self, obs):
+        return obs
+
+    def sample(self, out, generator=None):
+        return (torch.rand(*out.shape[:-1], self.size, generator=generator) * 2 - 1) * self.bound
+
+
+def _columns(env: TaskEnv) -> dict[str, int]:
+    return {
+        "observations": env.observation_size,
+        "actions": env.action_size,
+        "next_observations": env.observation_size,
+    }
+
+
+def _probe(env: TaskEnv):
+    """One zero transition, to ask an environment for its known functions."""
+    zeros = torch.zeros(1, env.observation_size)
+    return zeros, torch.zeros(1, env.action_size), zeros
