@@ -362,8 +362,39 @@ def test_batched_half_cheetah_resets_as_gymnasium_does():
         assert position.abs().max() <= 0.1 + 1e-6 and position.abs().max() > 0.099
         assert position.var().item() == pytest.approx(0.01 / 3, rel=0.06)  # uniform on [-0.1, 0.1]
         assert velocity.mean().abs() < 0.006 and velocity.std().item() == pytest.approx(0.1, rel=0.04)
-    with pytest.raises(MetakitError, match="stepping must be 'batched' .*HalfCheetah only"):
-        envs.Locomotion("Ant", "velocity", stepping="batched")
+    with pytest.raises(MetakitError, match="stepping must be 'batched' or 'gymnasium', got 'threads'"):
+        envs.Locomotion("Ant", "velocity", stepping="threads")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_batched_ant_steps_as_gymnasiums_ant_v5():
+    """Observations (with the contact forces mj_rnePostConstraint fills), the velocity from the
+    torso's position, the control, contact and survive terms and the termination when
+    unhealthy, against gymnasium.make("Ant-v5") stepped from the same state."""
+    for env, task in ((envs.AntVel(workers=1), 1.5), (envs.AntDir(workers=1), -1.0)):
+        env.set_tasks(torch.tensor([[task]]))
+        env.reset(1, torch.Generator().manual_seed(0))
+        reference = gymnasium.make("Ant-v5")
+        reference.reset(seed=3)
+        env._vector.set_state(reference.unwrapped.data.qpos[None], reference.unwrapped.data.qvel[None])
+        expected = torch.as_tensor(reference.unwrapped._get_obs(), dtype=torch.float32)
+        torch.testing.assert_close(env._observe_copies()[0], expected, rtol=0, atol=0)
+        steps = 0
+        for action in torch.rand(200, 8, generator=torch.Generator().manual_seed(1)) * 2.4 - 1.2:
+            obs, reward, _ = env.step(action.view(1, 1, 8))
+            expected, _, terminated, _, info = reference.step(action.clamp(-1, 1).numpy())
+            v = info["x_velocity"]
+            progress = -abs(v - task) if env.goal == "velocity" else task * v
+            terms = info["reward_ctrl"] + info["reward_contact"] + info["reward_survive"]
+            assert math.isclose(reward.item(), progress + terms, rel_tol=1e-4, abs_tol=1e-4)
+            torch.testing.assert_close(
+                obs[0, 0], torch.as_tensor(expected, dtype=torch.float32), rtol=0, atol=0
+            )
+            assert env.terminated.item() == terminated
+            steps += 1
+            if terminated:
+                break
+        assert steps >= 20 and info["reward_contact"] != 0.0  # contact forces were really compared
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

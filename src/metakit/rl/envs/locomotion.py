@@ -1,8 +1,8 @@
 """MuJoCo locomotion tasks of the MAML paper on Gymnasium's v5 models (the `mujoco` bindings
-from PyPI, no licence). HalfCheetah is stepped by `MuJoCoCopies` (stepping="batched", the
-default: Gymnasium's physics, observation, reward terms and reset noise, without its
-per-environment Python layers); Ant, whose observation holds contact forces, and any robot
-with stepping="gymnasium", through Gymnasium's vector API.
+from PyPI, no licence), stepped by `MuJoCoCopies` (stepping="batched", the default:
+Gymnasium's physics, observation, reward terms, termination and reset noise, without its
+per-environment Python layers; for Ant with the contact forces Gymnasium computes after each
+step), or with stepping="gymnasium" through Gymnasium's vector API.
 
     HalfCheetahVel: goal velocity v* ~ U[0, 2];   reward -|v - v*| - 0.05 |a|^2
     HalfCheetahDir: direction d = +-1;            reward d v - 0.05 |a|^2
@@ -27,7 +27,11 @@ from .base import TaskEnv, check_horizon
 from .mujoco_batch import MuJoCoCopies, gymnasium_asset
 
 MODELS = {"HalfCheetah": ("HalfCheetah-v5", 17, 6), "Ant": ("Ant-v5", 105, 8)}
-RESET_NOISE, FRAME_SKIP = 0.1, 5  # Gymnasium's HalfCheetah-v5 defaults
+ASSETS = {"HalfCheetah": "half_cheetah.xml", "Ant": "ant.xml"}
+RESET_NOISE, FRAME_SKIP = 0.1, 5  # Gymnasium's v5 defaults for both
+# Ant-v5's reward terms: control cost, contact cost (forces clipped to +-1), survive reward
+# while healthy (finite state, torso height in [0.2, 1.0]); unhealthy ends the episode
+ANT_CONTROL, ANT_CONTACT, ANT_HEALTHY, ANT_Z = 0.5, 5e-4, 1.0, (0.2, 1.0)
 
 
 class Locomotion(TaskEnv):
@@ -47,12 +51,9 @@ class Locomotion(TaskEnv):
                 f"robot must be one of {sorted(MODELS)} and goal 'velocity', 'direction' or 'forward', "
                 f"got {robot!r}, {goal!r}"
             )
-        stepping = stepping or ("batched" if robot == "HalfCheetah" else "gymnasium")
-        if stepping not in ("batched", "gymnasium") or (stepping == "batched" and robot != "HalfCheetah"):
-            raise MetakitError(
-                f"stepping must be 'batched' (HalfCheetah only: Ant observes contact forces) "
-                f"or 'gymnasium', got {stepping!r} for {robot}"
-            )
+        stepping = stepping or "batched"
+        if stepping not in ("batched", "gymnasium"):
+            raise MetakitError(f"stepping must be 'batched' or 'gymnasium', got {stepping!r}")
         self.robot, self.goal, self.horizon, self.stepping = robot, goal, check_horizon(horizon), stepping
         self.workers = workers  # processes stepping the batched copies; None: torch.get_num_threads()
         self.env_id, self.observation_size, self.action_size = MODELS[robot]
@@ -87,10 +88,11 @@ class Locomotion(TaskEnv):
             if self._vector is not None:
                 self._vector.close()
             self._vector = MuJoCoCopies(
-                gymnasium_asset("half_cheetah.xml"),
+                gymnasium_asset(ASSETS[self.robot]),
                 count,
                 FRAME_SKIP,
                 self.workers or torch.get_num_threads(),
+                forces=self.robot == "Ant",
             )
             self._size = count
         return self._vector
@@ -116,25 +118,49 @@ class Locomotion(TaskEnv):
         return torch.as_tensor(obs, dtype=torch.float32).view(self.num_tasks, episodes, -1)
 
     def _observe_copies(self) -> torch.Tensor:
-        """HalfCheetah-v5's observation: qpos without the x position, then qvel."""
-        copies = self._vector
-        return torch.as_tensor(np.concatenate([copies.qpos[:, 1:], copies.qvel], 1), dtype=torch.float32)
+        """Gymnasium's v5 observation: qpos without the x (Ant: x, y) position, then qvel; Ant
+        then the external contact forces of every body but the world, clipped to +-1."""
+        c = self._vector
+        if self.robot == "HalfCheetah":
+            parts = [c.qpos[:, 1:], c.qvel]
+        else:
+            parts = [c.qpos[:, 2:], c.qvel, np.clip(c.cfrc_ext[:, 1:], -1.0, 1.0).reshape(c.count, -1)]
+        return torch.as_tensor(np.concatenate(parts, 1), dtype=torch.float32)
+
+    def _step_copies(self, clipped: torch.Tensor) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Observations, terminations and Gymnasium's info terms after one batched step."""
+        c, ant = self._vector, self.robot == "Ant"
+        position = c.xpos if ant else c.qpos  # Ant: the torso's x; HalfCheetah: the root's
+        x_before = position[:, 0].copy()
+        action = clipped.reshape(-1, self.action_size).numpy()
+        c.step(action)
+        info = {"x_velocity": (position[:, 0] - x_before) / c.dt}  # as Gymnasium computes it
+        terminated = np.zeros(c.count, dtype=bool)
+        if ant:
+            z = c.qpos[:, 2]
+            healthy = (
+                np.isfinite(c.qpos).all(1) & np.isfinite(c.qvel).all(1) & (z >= ANT_Z[0]) & (z <= ANT_Z[1])
+            )
+            info.update(
+                {
+                    "reward_ctrl": -ANT_CONTROL * np.square(action).sum(1),
+                    "reward_contact": -ANT_CONTACT * np.square(np.clip(c.cfrc_ext, -1.0, 1.0)).sum((1, 2)),
+                    "reward_survive": ANT_HEALTHY * healthy,
+                }
+            )
+            terminated = ~healthy
+        return self._observe_copies().numpy(), terminated, info
 
     def _step(self, actions, generator):
         shape = actions.shape[:2]
         clipped = actions.clamp(-1.0, 1.0)
         if self.stepping == "batched":
-            x_before = self._vector.qpos[:, 0].copy()
-            self._vector.step(clipped.reshape(-1, self.action_size).numpy())
-            velocity = (self._vector.qpos[:, 0] - x_before) / self._vector.dt  # as Gymnasium computes it
-            obs, terminated = self._observe_copies().numpy(), np.zeros(shape, dtype=bool)
-            info = {"x_velocity": velocity}
+            obs, terminated, info = self._step_copies(clipped)
         else:
             obs, _, terminated, _, info = self._vector.step(clipped.reshape(-1, self.action_size).numpy())
         velocity = torch.as_tensor(np.asarray(info["x_velocity"]), dtype=torch.float32).view(shape)
         task = self.tasks[:, :1]  # [T, 1] broadcasts over episodes
-        progress = {"velocity": lambda: -(velocity - task).abs(), "direction": lambda: task * velocity,
-                    "forward": lambda: velocity}[self.goal]()
+        progress = self._progress(velocity, task)
         if self.robot == "HalfCheetah":
             reward = progress - self._control_weight * (clipped**2).sum(-1)
         else:
@@ -142,6 +168,11 @@ class Locomotion(TaskEnv):
             reward = progress + torch.as_tensor(extra, dtype=torch.float32).view(shape)
         obs = torch.as_tensor(obs, dtype=torch.float32).view(*shape, -1)
         return obs, reward, torch.as_tensor(terminated).view(shape)
+
+    def _progress(self, velocity: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        if self.goal == "velocity":
+            return -(velocity - task).abs()
+        return task * velocity if self.goal == "direction" else velocity
 
     @property
     def _control_weight(self) -> float:  # the MAML tasks' 0.05; Gymnasium's own task's 0.1
@@ -158,9 +189,9 @@ class Locomotion(TaskEnv):
         if self.robot != "HalfCheetah":
             super().known_reward(task, observations, actions, next_observations)
         velocity = 0.4 * observations[..., 8] + 0.6 * next_observations[..., 8]
-        progress = {"velocity": lambda: -(velocity - task[0]).abs(), "direction": lambda: task[0] * velocity,
-                    "forward": lambda: velocity}[self.goal]()
-        return progress - self._control_weight * (actions.clamp(-1.0, 1.0) ** 2).sum(-1)
+        return self._progress(velocity, task[0]) - self._control_weight * (actions.clamp(-1.0, 1.0) ** 2).sum(
+            -1
+        )
 
     def initial_observations(self, count, generator=None):
         """Gymnasium's reset_model: U(+-0.1) on qpos, 0.1 N(0, 1) on qvel, observed."""
@@ -195,10 +226,10 @@ class HalfCheetahDir(Locomotion):
 
 
 class AntVel(Locomotion):
-    def __init__(self, horizon: int = 200):
-        super().__init__("Ant", "velocity", horizon)
+    def __init__(self, horizon: int = 200, stepping: str = "batched", workers: int | None = None):
+        super().__init__("Ant", "velocity", horizon, stepping, workers)
 
 
 class AntDir(Locomotion):
-    def __init__(self, horizon: int = 200):
-        super().__init__("Ant", "direction", horizon)
+    def __init__(self, horizon: int = 200, stepping: str = "batched", workers: int | None = None):
+        super().__init__("Ant", "direction", horizon, stepping, workers)

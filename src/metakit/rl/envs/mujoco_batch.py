@@ -42,19 +42,32 @@ class _Copies:
         self.data = [mujoco.MjData(self.model) for _ in range(start, stop)]
         self.rows = slice(start, stop)
         self.ctrl, self.qpos, self.qvel = (arrays[k][self.rows] for k in ("ctrl", "qpos", "qvel"))
+        # Ant-like models: external contact forces and the main body's position, which need
+        # mj_rnePostConstraint after each step (Gymnasium calls it; mj_step alone leaves them)
+        self.forces = "cfrc_ext" in arrays
+        if self.forces:
+            self.cfrc_ext, self.xpos = arrays["cfrc_ext"][self.rows], arrays["xpos"][self.rows]
+
+    def _read(self, i: int, data) -> None:
+        self.qpos[i], self.qvel[i] = data.qpos, data.qvel
+        if self.forces:
+            self.cfrc_ext[i], self.xpos[i] = data.cfrc_ext, data.xpos[1]
 
     def set_state(self) -> None:  # Gymnasium's reset: mj_resetData, set qpos and qvel, mj_forward
         for i, data in enumerate(self.data):
             self.mujoco.mj_resetData(self.model, data)
             data.qpos[:], data.qvel[:] = self.qpos[i], self.qvel[i]
             self.mujoco.mj_forward(self.model, data)
+            self._read(i, data)
 
     def step(self) -> None:
-        mj_step, model, frame_skip = self.mujoco.mj_step, self.model, self.frame_skip
+        mujoco, model, frame_skip = self.mujoco, self.model, self.frame_skip
         for i, data in enumerate(self.data):
             data.ctrl[:] = self.ctrl[i]
-            mj_step(model, data, nstep=frame_skip)
-            self.qpos[i], self.qvel[i] = data.qpos, data.qvel
+            mujoco.mj_step(model, data, nstep=frame_skip)
+            if self.forces:
+                mujoco.mj_rnePostConstraint(model, data)
+            self._read(i, data)
 
 
 def _shared(raw, shape) -> np.ndarray:
@@ -77,7 +90,10 @@ def _serve(xml_path, frame_skip, start, stop, raws, shapes, connection) -> None:
 
 
 class MuJoCoCopies:
-    def __init__(self, xml_path: str, count: int, frame_skip: int, workers: int = 1):
+    """`count` copies of the model at `xml_path`; forces=True also keeps each copy's external
+    contact forces `cfrc_ext` [count, nbody, 6] and body 1's position `xpos` [count, 3]."""
+
+    def __init__(self, xml_path: str, count: int, frame_skip: int, workers: int = 1, forces: bool = False):
         import mujoco  # noqa: PLC0415
 
         model = mujoco.MjModel.from_xml_path(xml_path)
@@ -86,11 +102,14 @@ class MuJoCoCopies:
         self.nq, self.nv = model.nq, model.nv
         self.init_qpos, self.init_qvel = model.qpos0.copy(), np.zeros(model.nv)
         shapes = {"ctrl": (count, model.nu), "qpos": (count, model.nq), "qvel": (count, model.nv)}
+        if forces:
+            shapes.update({"cfrc_ext": (count, model.nbody, 6), "xpos": (count, 3)})
         workers = max(1, min(workers, count))
         context = multiprocessing.get_context("spawn")  # no fork of a process holding torch's threads
         raws = {k: context.RawArray("d", int(np.prod(shape))) for k, shape in shapes.items()}
         arrays = {k: _shared(raws[k], shape) for k, shape in shapes.items()}
         self.ctrl, self.qpos, self.qvel = arrays["ctrl"], arrays["qpos"], arrays["qvel"]
+        self.cfrc_ext, self.xpos = arrays.get("cfrc_ext"), arrays.get("xpos")
         bounds = np.linspace(0, count, workers + 1).astype(int)
         self._connections, self._processes = [], []
         for start, stop in zip(bounds[1:-1], bounds[2:]):  # the first share stays in this process
