@@ -227,3 +227,44 @@ def test_maml_trpo_through_a_layernorm_policy_matches_a_per_task_loop(float64):
     vmapped, loop = gradients
     assert loop.norm() > 0
     assert (vmapped - loop).norm() <= 1e-9 * loop.norm()
+
+
+def _sgd_update_by(learner, batch, use_meta_step):
+    """Parameters after one SGD step of size 1 (so the change is minus the meta-gradient)."""
+    optimizer = torch.optim.SGD(learner.parameters(), lr=1.0)
+    before = [p.detach().clone() for p in learner.parameters()]
+    if use_meta_step:
+        loss = learner.meta_step(batch, optimizer)
+    else:
+        optimizer.zero_grad()
+        loss = learner.meta_loss(batch)
+        loss.backward()
+        optimizer.step()
+    change = [(b - p.detach()) for b, p in zip(before, learner.parameters())]
+    with torch.no_grad():
+        for p, b in zip(learner.parameters(), before):
+            p.copy_(b)
+    return loss.detach(), flat(change)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"inner_steps": 1}, {"inner_steps": 3}, {"first_order": True}, {"learn_inner_lr": True},
+     {"adapt_params": ["out"]}, {"chunk_size": 2}],
+    ids=["maml", "maml-3-steps", "first-order", "meta-sgd", "anil", "chunked"],
+)
+@pytest.mark.parametrize("norm", ["none", *NORMS])
+def test_meta_step_takes_the_meta_gradient_of_meta_loss(float64, options, norm):
+    """meta_step (torch.func's gradient of the whole meta-loss, or the tape where a norm layer
+    keeps running statistics in training) moves the weights exactly as meta_loss().backward()."""
+    torch.manual_seed(0)
+    model = NormNet(NORMS[norm]() if norm != "none" else nn.Identity())
+    model.inp.weight.requires_grad_(False)  # a frozen parameter stays out of both
+    batch = small_batch(tasks=4, shots=5)
+    maml = MAML(model, F.mse_loss, inner_lr=0.1, **options)
+    for mode in ("train", "eval"):
+        getattr(model, mode)()
+        loss, step = _sgd_update_by(maml, batch, True)
+        reference_loss, reference = _sgd_update_by(maml, batch, False)
+        torch.testing.assert_close(loss, reference_loss, rtol=1e-12, atol=0)
+        assert (step - reference).norm() <= 1e-10 * reference.norm() and reference.norm() > 0

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.func import grad_and_value
 
 from ..batch import TaskBatch
 from ..engine import Params
@@ -37,22 +38,57 @@ class MAML(TaskLearner):
             raise MetakitError("compile=True through normalisation layers gives inexact meta-gradients "
                                "(measured ~1e-3 relative error on torch 2.11-2.13); use compile=False")
         self._task_losses = torch.compile(self._chunk_losses) if compile else self._chunk_losses
+        gradient = grad_and_value(self._functional_meta_loss)
+        self._meta_gradient = torch.compile(gradient) if compile else gradient
 
     def step_sizes(self) -> Params:
         if self.learn_inner_lr:
             return {n: self.inner_lrs[_key(n)] for n in self.adapt_names}
         return super().step_sizes()
 
-    def _chunk_losses(self, batch: TaskBatch) -> torch.Tensor:
-        """Query loss after adaptation, one per task: shape [T]."""
+    def _chunk_losses(self, batch: TaskBatch | tuple, params: Params | None = None,
+                      lrs: Params | None = None) -> torch.Tensor:
+        """Query loss after adaptation, one per task: shape [T]; from the model's parameters
+        and step sizes, or from those given."""
         steps, first_order = self.inner_steps, self.first_order
 
         def one_task(buffers, params, lrs, sx, sy, qx, qy):
             fast = self._adapt_task(params, lrs, buffers, sx, sy, steps, first_order)
             return self._loss(fast, buffers, qx, qy)
 
-        params = dict(self.model.named_parameters())
-        return self.map_tasks(one_task, (params, self.step_sizes()), tuple(batch))
+        params = dict(self.model.named_parameters()) if params is None else params
+        lrs = self.step_sizes() if lrs is None else lrs
+        return self.map_tasks(one_task, (params, lrs), tuple(batch))
+
+    def _functional_meta_loss(self, trainable: Params, *batch: torch.Tensor) -> torch.Tensor:
+        """meta_loss as a pure function of the trainable parameters (the learner's names)."""
+        params = {n: trainable.get(f"model.{n}", p) for n, p in self.model.named_parameters()}
+        lrs = self.step_sizes()
+        if self.learn_inner_lr:
+            lrs = {n: trainable.get(f"inner_lrs.{_key(n)}", lr) for n, lr in lrs.items()}
+        return self._chunk_losses(batch, params, lrs).mean()
+
+    def meta_step(self, batch: TaskBatch, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """One meta-iteration: the meta-gradient of meta_loss(batch) into each parameter's
+        .grad, then optimizer.step(); returns the meta-loss (detached).
+
+        Where the model updates no buffers as it trains (no BatchNorm in training mode), the
+        gradient is torch.func's gradient of the whole meta-loss: no autograd tape, and one
+        compiled graph with compile=True. Otherwise it is meta_backward's. Either equals
+        meta_loss(batch).backward()'s (tests/test_meta_gradients.py)."""
+        self._check(batch)
+        optimizer.zero_grad(set_to_none=True)
+        if self.model.training and any(True for _ in self.model.buffers()):
+            loss = self.meta_backward(batch)
+        else:
+            named = dict(self.named_parameters())
+            trainable = {n: p.detach() for n, p in named.items() if p.requires_grad}
+            with self.model_errors(batch.support_x):
+                grads, loss = self._meta_gradient(trainable, *batch)
+            for name, g in grads.items():
+                named[name].grad = g
+        optimizer.step()
+        return loss.detach()
 
     def task_losses(self, batch: TaskBatch) -> torch.Tensor:
         self._check(batch)
