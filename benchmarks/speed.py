@@ -56,9 +56,20 @@ def make_case(name: str, device: str):
 
 # --- implementations: each returns a function computing the meta-gradient into model.grad ---
 
+class _HarnessSteps:
+    """meta_step's optimiser calls, left to the harness: it zeroes and steps the same Adam for
+    every implementation, so meta_step is timed doing exactly what a training iteration does."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        pass
+
+    def step(self) -> None:
+        pass
+
+
 def metakit_impl(strategy):
     def build(model, batch, loss, steps, first_order, lr):
-        chunk = {"vmap": batch.num_tasks, "loop": 1, "default": None, "chunk8": 8}[
+        chunk = {"vmap": batch.num_tasks, "loop": 1, "default": None, "chunk8": 8, "meta_step": None}[
             strategy.replace("-compiled", "")
         ]
         try:
@@ -74,6 +85,8 @@ def metakit_impl(strategy):
         except metakit.MetakitError as error:  # an unsupported combination: say so, skip it
             print(f"  skipped metakit-{strategy}: {error}")
             return None
+        if strategy.startswith("meta_step"):  # torch.func's gradient of the whole meta-loss
+            return lambda: maml.meta_step(batch, _HarnessSteps())
         return lambda: maml.meta_backward(batch)  # backward per chunk: memory of one chunk
 
     return build
@@ -139,6 +152,8 @@ IMPLS = {
     "metakit-loop": metakit_impl("loop"),
     "metakit-chunk8": metakit_impl("chunk8"),
     "metakit-compiled": metakit_impl("default-compiled"),
+    "metakit-meta_step": metakit_impl("meta_step"),
+    "metakit-meta_step-compiled": metakit_impl("meta_step-compiled"),
     "learn2learn": learn2learn_impl,
     "higher": higher_impl,
     "torchopt": torchopt_impl,

@@ -43,6 +43,10 @@ def test_it_learns_a_linear_system_and_stops_early_when_there_is_nothing_to_lear
     after = (ensemble.predict(test_s, test_u) - test_following).square().mean((1, 2))
     assert (after < 0.02 * before).all(), (before, after)
     assert len(info["valid_loss"]) == 3 and max(info["epochs"]) <= 25
+    predictions = ensemble.predict(test_s, test_u)  # own splits and initialisations: members differ
+    assert (predictions[0] - predictions[1]).abs().mean() > 1e-3 * test_following.abs().mean()
+    capped = ensemble.fit(s, u, following, epochs=25, batch_size=100, generator=generator, max_updates=16)
+    assert max(capped["epochs"]) == 2  # 8 batches an epoch (800 training rows): 16 updates
 
     # noise only: nothing to learn, so every model stops early (and keeps its best epoch's weights)
     noisy = DynamicsEnsemble(3, 2, models=3, hidden_sizes=(32,), generator=generator)
