@@ -142,7 +142,7 @@ def test_real_data_keeps_every_step_taken_and_the_newest_when_full():
         d["next_observations"] - d["observations"], (d["actions"] * 0.1).clamp(-0.1, 0.1)
     )  # Navigation2D's own dynamics: what the models will learn
     mbmpo.collect(torch.Generator().manual_seed(1))  # 6 tasks' adapted episodes: 30 more steps, keep 20
-    assert mbmpo.real_steps == 20
+    assert mbmpo.real_steps == 45 and mbmpo.data["observations"].shape[0] == 20
 
 
 def test_mbmpo_run_learns_navigation_and_resumes_exactly(whole_and_resumed_runs, tmp_path):

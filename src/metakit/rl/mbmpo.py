@@ -58,6 +58,7 @@ class MBMPO:
         self.num_tasks, self.imagined_episodes, self.meta_steps = num_tasks, imagined_episodes, meta_steps
         self.random_steps, self.buffer_size, self.model_fit = random_steps, buffer_size, model_fit or {}
         self.data = {k: torch.zeros(0, n) for k, n in _columns(env).items()}
+        self.real_steps = 0  # all real steps taken; the data keeps the last buffer_size of them
         self.model_env = ModelEnv(
             ensemble.dynamics,
             lambda s, a, s2: env.known_reward(task, s, a, s2),
@@ -72,10 +73,6 @@ class MBMPO:
             else None,
             num_models=ensemble.models,
         )
-
-    @property
-    def real_steps(self) -> int:
-        return self.data["observations"].shape[0]
 
     # -- the three phases of an iteration ----------------------------------------------------
     def collect(self, generator: torch.Generator | None = None) -> Trajectories:
@@ -177,12 +174,15 @@ class MBMPO:
             "data": dict(self.data),
             "ensemble_optimizer": self.ensemble.optimizer.state_dict(),
             "bounds": self.model_env.bounds,
+            "real_steps": self.real_steps,
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.data = dict(state["data"])
         self.ensemble.optimizer.load_state_dict(state["ensemble_optimizer"])
         self.model_env.bounds = state["bounds"]
+        # runs saved before the count existed: their data had not reached buffer_size
+        self.real_steps = state.get("real_steps", self.data["observations"].shape[0])
 
     def _store(self, trajectories: Trajectories) -> None:
         """The steps really taken, oldest dropped beyond `buffer_size`."""
@@ -190,6 +190,7 @@ class MBMPO:
         obs, actions = trajectories.observations, trajectories.actions
         following = torch.cat([obs[:, :, 1:], trajectories.last_observations[:, :, None]], 2)
         new = {"observations": obs[valid], "actions": actions[valid], "next_observations": following[valid]}
+        self.real_steps += int(valid.sum())
         self.data = {k: torch.cat([self.data[k], new[k]])[-self.buffer_size :] for k in self.data}
 
 
