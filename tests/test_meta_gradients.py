@@ -269,7 +269,7 @@ def test_meta_step_takes_the_meta_gradient_of_meta_loss(float64, norm, variant):
     model = NormNet(NORMS[norm]() if norm != "none" else nn.Identity())
     model.inp.weight.requires_grad_(False)  # a frozen parameter stays out of both
     batch = small_batch(tasks=4, shots=5)
-    maml = MAML(model, F.mse_loss, inner_lr=0.1, **VARIANTS[variant])
+    maml = MAML(model, F.mse_loss, inner_lr=0.1, meta_gradient="functional", **VARIANTS[variant])
     for mode in ("train", "eval"):
         getattr(model, mode)()
         loss, step = _sgd_update_by(maml, batch, True)

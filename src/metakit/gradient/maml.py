@@ -24,15 +24,21 @@ class MAML(TaskLearner):
     def __init__(self, model: nn.Module, loss_fn: LossFn, inner_lr: float, inner_steps: int = 1,
                  first_order: bool = False, learn_inner_lr: bool = False,
                  adapt_params: Sequence[str] | None = None, chunk_size: int | None = None,
-                 compile: bool = False):
+                 compile: bool = False, meta_gradient: str | None = None):
         super().__init__(model, loss_fn, inner_lr, inner_steps, adapt_params, chunk_size)
+        if meta_gradient not in (None, "tape", "functional"):
+            raise MetakitError(f"meta_gradient must be None (choose by compile), 'tape' or 'functional', "
+                               f"got {meta_gradient!r}")
+        # meta_step's path, measured (docs/speed.md): torch.func's gradient of the whole meta-loss
+        # is the fastest compiled (1.8x the compiled tape) and the slowest eager (0.7x the tape)
+        self.meta_gradient = meta_gradient or ("functional" if compile else "tape")
         self.first_order = bool(first_order)
         self.learn_inner_lr = bool(learn_inner_lr)
         if learn_inner_lr:  # Meta-SGD: one learned step size per parameter entry, starting at alpha
             params = dict(model.named_parameters())
             self.inner_lrs = nn.ParameterDict({
                 _key(n): nn.Parameter(torch.full_like(params[n], self.inner_lr)) for n in self.adapt_names})
-        if compile and any(isinstance(m, _NORMS) for m in model.modules()):
+        if compile and any(isinstance(m, NORMS) for m in model.modules()):
             # measured: compiled meta-gradients through BatchNorm are 1.3e-3 (first order, CUDA)
             # to 1.6e-3 (second order, CPU) off, against 1e-6 eager; refuse rather than be wrong
             raise MetakitError("compile=True through normalisation layers gives inexact meta-gradients "
@@ -72,13 +78,14 @@ class MAML(TaskLearner):
         """One meta-iteration: the meta-gradient of meta_loss(batch) into each parameter's
         .grad, then optimizer.step(); returns the meta-loss (detached).
 
-        Where the model updates no buffers as it trains (no BatchNorm in training mode), the
-        gradient is torch.func's gradient of the whole meta-loss: no autograd tape, and one
-        compiled graph with compile=True. Otherwise it is meta_backward's. Either equals
-        meta_loss(batch).backward()'s (tests/test_meta_gradients.py)."""
+        With meta_gradient "functional" (the default when compiled) the gradient is
+        torch.func's gradient of the whole meta-loss, one compiled graph with compile=True;
+        with "tape", or where the model updates buffers as it trains (BatchNorm in training
+        mode), it is meta_backward's. Either equals meta_loss(batch).backward()'s
+        (tests/test_meta_gradients.py)."""
         self._check(batch)
         optimizer.zero_grad(set_to_none=True)
-        if self.model.training and any(True for _ in self.model.buffers()):
+        if self.meta_gradient == "tape" or (self.model.training and any(True for _ in self.model.buffers())):
             loss = self.meta_backward(batch)
         else:
             named = dict(self.named_parameters())
@@ -131,7 +138,7 @@ class MAML(TaskLearner):
         return total
 
 
-_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
 
 def _key(name: str) -> str:
