@@ -25,7 +25,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto  # one single-threaded worker a core: small ops run fastest so
 
 bench: $(VENV)/.installed
 	$(PY) -m pip install -q -e ".[test,bench]"

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -35,5 +36,10 @@ def test_block_runs_as_pasted(page, index, code, tmp_path, monkeypatch, request)
         from metakit.experiment.reproduce_mbmpo import BUDGETS
 
         config = load_config("mbmpo-halfcheetah", [*BUDGETS["smoke"]["mbmpo"], "train.iterations=1"])
-        train(config, tmp_path / "runs/reproduce-mbmpo-halfcheetah/mbmpo", progress=False)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # MuJoCo copies in this process: no worker processes to spawn
+        try:
+            train(config, tmp_path / "runs/reproduce-mbmpo-halfcheetah/mbmpo", progress=False)
+        finally:
+            torch.set_num_threads(threads)
     exec(compile(shorten(code), f"{page.name} block {index}", "exec"), {"__name__": "__readme__"})
