@@ -1,6 +1,7 @@
 """torch.distributed: 2 gloo ranks under torchrun end with the same weights as one process
 (and after a resume under torchrun), only rank 0 writes, a failing rank stops the run with its
 error instead of a hang, and task batches that do not split over the ranks are refused."""
+import json
 import os
 import runpy
 import subprocess
@@ -50,6 +51,53 @@ def test_two_ranks_equal_one_process_and_resume_under_torchrun(tmp_path):
     assert one["mse_after_steps"].keys() == {"0", "1"}
 
 
+RL_TINY = ["env.name=Pendulum", "env.horizon=10", "train.meta_batch_size=4", "train.episodes=3",
+           "train.iterations=2", "train.checkpoint_every=1", "eval.num_tasks=2", "eval.episodes=2",
+           "eval.step_sizes=[0.1]", "policy.hidden_sizes=[16]", "algorithm.cg_damping=0.1"]
+MAML_TRPO_STEPS = """
+import sys, torch
+from metakit import distributed
+from metakit.rl import MAMLTRPO, GaussianMLPPolicy, envs
+distributed.init("cpu")
+torch.set_default_dtype(torch.float64)
+torch.manual_seed(0)
+algo = MAMLTRPO(GaussianMLPPolicy(3, 1, (16,)), fast_lr=0.1, cg_damping=0.1)
+generator = torch.Generator().manual_seed(0)
+for _ in range(2):
+    algo.step(envs.Pendulum(horizon=10), 4, 3, generator)
+if distributed.is_main():
+    torch.save(algo.policy.state_dict(), sys.argv[1])
+if distributed.world_size() > 1:
+    torch.distributed.destroy_process_group()  # as the CLI does: no gloo thread left at exit
+"""
+
+
+def test_maml_trpo_on_two_ranks_equals_one_process(tmp_path):
+    """Each rank rolls out its 2 of the 4 tasks (Pendulum: random starts and Gaussian actions,
+    drawn task-first) and the TRPO step averages gradients, Fisher-vector products and the
+    line search over the ranks: the same policy as one process after 2 steps, in float64 with
+    damping 0.1. (With the default damping 1e-5 conjugate gradient on the nearly singular
+    Fisher amplifies the rounding differences that the order of summation makes, ~1e8-fold:
+    1e-7 in float32 becomes ~1e-3 of the step, 1e-16 in float64 ~1e-8.) Then the same
+    through `torchrun -m metakit train` and a config, in float32."""
+    script = tmp_path / "steps.py"
+    script.write_text(MAML_TRPO_STEPS)
+    one = subprocess.run([sys.executable, str(script), tmp_path / "one.pt"], capture_output=True, text=True)
+    two = torchrun(str(script), str(tmp_path / "two.pt"))
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr + two.stderr)[-3000:]
+    a, b = (torch.load(tmp_path / name, weights_only=True) for name in ("one.pt", "two.pt"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-9, atol=1e-12)
+
+    train(load_config("maml-trpo-nav2d", RL_TINY), tmp_path / "one", progress=False)
+    sets = [item for value in RL_TINY for item in ("--set", value)]
+    cli = torchrun("-m", "metakit", "train", "maml-trpo-nav2d", "--out", tmp_path / "two", "--quiet", *sets)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    rows = [(tmp_path / run / "metrics.jsonl").read_text().splitlines() for run in ("one", "two")]
+    returns = [[json.loads(row)["return_before"] for row in run] for run in rows]
+    assert len(returns[1]) == 2 and returns[1] == pytest.approx(returns[0], rel=1e-4)
+
+
 def test_a_failing_rank_stops_the_run_with_its_error(tmp_path):
     script = tmp_path / "fail.py"
     script.write_text(textwrap.dedent("""
@@ -92,3 +140,12 @@ def test_python_m_metakit_exits_with_the_commands_status(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_:
         runpy.run_module("metakit", run_name="__main__")
     assert exit_.value.code == 2 and "neither a file nor a bundled config" in capsys.readouterr().err
+
+
+def test_meta_rl_environments_that_draw_for_all_tasks_at_once_are_refused_under_torchrun(monkeypatch):
+    from metakit.experiment.runner import build
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    with pytest.raises(MetakitError, match="TabularMDP draws its random numbers for all tasks at once"):
+        build(load_config("maml-trpo-nav2d", ["env.name=TabularMDP"]))
+    build(load_config("maml-trpo-nav2d", ["env.name=Pendulum"]))  # task-first draws: accepted

@@ -11,6 +11,7 @@ rank that dies cannot leave the others hanging; torchrun then stops the run with
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 
@@ -65,6 +66,51 @@ def shard(batch):
         return batch
     size = (batch.num_tasks if hasattr(batch, "num_tasks") else len(batch)) // n
     return batch[rank() * size:(rank() + 1) * size]
+
+
+# -- random numbers that do not depend on the number of ranks (meta-RL rollouts) -------------
+_share: tuple[int, int] | None = None  # (tasks in the whole batch, this rank's first), in task_share
+
+
+@contextlib.contextmanager
+def task_share(total: int):
+    """While this rank rolls out its share of a batch of `total` tasks: `rand` and `randn` of a
+    shape [t, ...] (t its tasks) draw for all `total` tasks, advancing the generator as one
+    process would, and keep this rank's rows. Each task's episodes are then the same on any
+    number of ranks."""
+    global _share
+    previous = _share
+    _share = (total, rank() * (total // world_size())) if world_size() > 1 else None
+    try:
+        yield
+    finally:
+        _share = previous
+
+
+def _draw(sample, shape, generator, **kwargs) -> torch.Tensor:
+    if _share is None:
+        return sample(*shape, generator=generator, **kwargs)
+    total, first = _share
+    return sample(total, *shape[1:], generator=generator, **kwargs)[first : first + shape[0]]
+
+
+def rand(*shape: int, generator: torch.Generator | None = None, **kwargs) -> torch.Tensor:
+    """torch.rand of [tasks, ...], the same numbers for each task on any number of ranks."""
+    return _draw(torch.rand, shape, generator, **kwargs)
+
+
+def randn(*shape: int, generator: torch.Generator | None = None, **kwargs) -> torch.Tensor:
+    """torch.randn of [tasks, ...], the same numbers for each task on any number of ranks."""
+    return _draw(torch.randn, shape, generator, **kwargs)
+
+
+def mean(tensor: torch.Tensor) -> torch.Tensor:
+    """The mean over the ranks of a tensor (a new tensor; no gradient flows through)."""
+    if world_size() == 1:
+        return tensor
+    total = tensor.detach().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total / world_size()
 
 
 def average_gradients(parameters) -> None:

@@ -18,6 +18,7 @@ from torch import nn
 from torch.func import functional_call, grad
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..engine import may_call_norms, run_over_tasks
 from ..errors import MetakitError
 from ..gradient.learner import check_lr
@@ -99,9 +100,11 @@ class MAMLTRPO(nn.Module):
         return run_over_tasks(self._outputs, (), (fast, observations), self.chunk_size, self.exact_norms)
 
     # -- one meta-iteration ------------------------------------------------------------------
-    def sample(self, env: TaskEnv, num_tasks: int, episodes: int, generator=None) -> dict:
-        """Episodes before (train) and after (valid) adaptation for `num_tasks` new tasks."""
-        env.set_tasks(env.sample_tasks(num_tasks, generator))
+    def sample(self, env: TaskEnv, num_tasks: int | torch.Tensor, episodes: int, generator=None) -> dict:
+        """Episodes before (train) and after (valid) adaptation for `num_tasks` new tasks (or
+        for the tasks given)."""
+        tasks = num_tasks if isinstance(num_tasks, torch.Tensor) else env.sample_tasks(num_tasks, generator)
+        env.set_tasks(tasks)
         train = rollout(env, self.policy, episodes, generator)
         train_adv = advantages(train, self.gamma, self.gae_lambda)
         with torch.no_grad():
@@ -152,17 +155,24 @@ class MAMLTRPO(nn.Module):
     def step(
         self, env: TaskEnv, num_tasks: int, episodes: int, generator: torch.Generator | None = None
     ) -> dict:
-        data = self.sample(env, num_tasks, episodes, generator)
+        """One meta-update. Under torchrun every rank draws the same `num_tasks` tasks and rolls
+        out its share of them (task-first random numbers: the same episodes on any number of
+        ranks); the TRPO step averages gradients, Hessian-vector products and line-search
+        values over the ranks, so every rank takes the one-process step."""
+        tasks = env.sample_tasks(num_tasks, generator)
+        with distributed.task_share(num_tasks):
+            data = self.sample(env, distributed.shard(tasks), episodes, generator)
         info = trpo_step(
             list(self.policy.parameters()),
             self.objectives(data),
             self.max_kl,
             self.cg_damping,
             fisher=self.fisher(data),
+            average=distributed.mean,
         )
         return {
-            "return_before": data["train"].episode_returns().mean().item(),
-            "return_after": data["valid"].episode_returns().mean().item(),
+            "return_before": distributed.average(data["train"].episode_returns().mean()),
+            "return_after": distributed.average(data["valid"].episode_returns().mean()),
             **info,
         }
 

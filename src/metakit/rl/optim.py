@@ -71,29 +71,33 @@ def _set(params: Sequence[torch.Tensor], vector: torch.Tensor) -> None:
 def trpo_step(params: Sequence[torch.Tensor], objectives: Callable[[], tuple[torch.Tensor, torch.Tensor]],
               max_kl: float = 0.01, damping: float = 1e-5, cg_iterations: int = 10,
               backtrack_ratio: float = 0.8, max_backtracks: int = 15,
-              fisher: Callable[[], Callable[[torch.Tensor], torch.Tensor]] | None = None) -> dict:
+              fisher: Callable[[], Callable[[torch.Tensor], torch.Tensor]] | None = None,
+              average: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> dict:
     """One TRPO update of `params` in place. objectives() gives (loss, mean KL from the old
     policy) at the current params, sharing one forward pass. The natural gradient direction
     comes from conjugate gradient on the exact KL Hessian, scaled to the trust region; a
     backtracking line search accepts the first step that lowers the loss with KL <= max_kl.
     No step is taken when none qualifies. `fisher`, if given, builds the KL Hessian-vector
     product at the current params (e.g. by fisher_vector_product); otherwise it is the
-    double-backward Hessian of the KL."""
+    double-backward Hessian of the KL. `average` (e.g. distributed.mean) makes the gradient,
+    every Hessian-vector product and the line search's loss and KL means over processes that
+    each hold a share of the tasks: every process then takes the one-process step."""
     if max_kl <= 0:
         raise MetakitError(f"max_kl must be > 0, got {max_kl!r}")
     params = list(params)
     loss, kl = objectives()
-    gradient = flat(torch.autograd.grad(loss, params, retain_graph=True))
-    hvp = fisher() if fisher is not None else hessian_vector_product(kl, params, damping)
+    gradient = average(flat(torch.autograd.grad(loss, params, retain_graph=True)))
+    local_hvp = fisher() if fisher is not None else hessian_vector_product(kl, params, damping)
+    hvp = lambda vector: average(local_hvp(vector))  # noqa: E731
     direction = conjugate_gradient(hvp, -gradient, cg_iterations)
     shs = 0.5 * direction @ hvp(direction)
     step = direction * torch.sqrt(max_kl / shs.clamp_min(1e-12))
     old = flat(params).detach().clone()
-    loss = loss.detach()
+    loss = average(loss.detach())
     with torch.no_grad():
         for k in range(max_backtracks):
             _set(params, old + backtrack_ratio**k * step)
-            new_loss, new_kl = objectives()
+            new_loss, new_kl = (average(value) for value in objectives())
             if new_loss < loss and new_kl <= max_kl:
                 return {"loss_before": loss.item(), "loss_after": new_loss.item(), "kl": new_kl.item(),
                         "backtracks": k, "accepted": True}

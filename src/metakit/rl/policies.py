@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import distributed
 from ..errors import MetakitError
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -59,7 +60,8 @@ class GaussianMLPPolicy(nn.Module):
 
     def sample(self, out, generator=None):
         mean, log_std = self._split(out)
-        return mean + log_std.exp() * torch.randn(mean.shape, generator=generator, device=mean.device)
+        # task-first draws: a task's episodes are the same on any number of ranks (torchrun)
+        return mean + log_std.exp() * distributed.randn(*mean.shape, generator=generator, device=mean.device)
 
     def log_prob(self, out, actions):
         mean, log_std = self._split(out)
@@ -94,8 +96,9 @@ class CategoricalMLPPolicy(nn.Module):
         return self.logits(obs).log_softmax(-1)
 
     def sample(self, out, generator=None):
-        flat = out.reshape(-1, out.shape[-1]).exp()
-        return torch.multinomial(flat, 1, generator=generator).view(out.shape[:-1])
+        """By the inverse CDF of one uniform draw per choice (task-first, as for Gaussians)."""
+        u = distributed.rand(*out.shape[:-1], 1, generator=generator, device=out.device)
+        return (out.exp().cumsum(-1) < u).sum(-1).clamp_max(out.shape[-1] - 1)
 
     def log_prob(self, out, actions):
         return out.gather(-1, actions.unsqueeze(-1)).squeeze(-1)

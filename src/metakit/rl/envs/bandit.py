@@ -11,6 +11,7 @@ from .base import TaskEnv
 
 
 class BernoulliBandit(TaskEnv):
+    shardable = False  # its rewards are drawn from one stream for all tasks
     observation_size, discrete, horizon = 1, True, 1
 
     def __init__(self, arms: int = 5):

@@ -26,6 +26,9 @@ class TaskEnv:
     discrete: bool
     horizon: int
     action_bound: float = 1.0  # continuous: uniformly random actions lie in [-bound, bound]
+    # whether every random number of reset and step is drawn task-first (distributed.rand), so
+    # that a share of the tasks rolled out on one of N ranks equals one process's (torchrun)
+    shardable: bool = True
 
     def __init__(self):
         self.tasks: torch.Tensor | None = None

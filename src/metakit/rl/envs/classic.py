@@ -13,6 +13,7 @@ import math
 
 import torch
 
+from ... import distributed
 from .base import TaskEnv, check_horizon
 
 
@@ -30,7 +31,7 @@ class CartPole(TaskEnv):
         return low + (high - low) * torch.rand(num_tasks, 1, generator=generator)  # half pole length
 
     def _reset(self, episodes, generator):
-        self.state = (torch.rand(self.num_tasks, episodes, 4, generator=generator) - 0.5) * 0.1
+        self.state = (distributed.rand(self.num_tasks, episodes, 4, generator=generator) - 0.5) * 0.1
         return self.state.clone()
 
     def _step(self, actions, generator):
@@ -73,7 +74,7 @@ class Pendulum(TaskEnv):
 
     @staticmethod
     def _initial_states(shape, generator):  # angle U[-pi, pi], speed U[-1, 1]
-        return (torch.rand(*shape, 2, generator=generator) * 2 - 1) * torch.tensor([math.pi, 1.0])
+        return (distributed.rand(*shape, 2, generator=generator) * 2 - 1) * torch.tensor([math.pi, 1.0])
 
     def _reset(self, episodes, generator):
         self.state = self._initial_states((self.num_tasks, episodes), generator)

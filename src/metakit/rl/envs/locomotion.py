@@ -22,6 +22,7 @@ import warnings
 import numpy as np
 import torch
 
+from ... import distributed
 from ...errors import MetakitError
 from .base import TaskEnv, check_horizon
 from .mujoco_batch import MuJoCoCopies, gymnasium_asset
@@ -55,6 +56,7 @@ class Locomotion(TaskEnv):
         if stepping not in ("batched", "gymnasium"):
             raise MetakitError(f"stepping must be 'batched' or 'gymnasium', got {stepping!r}")
         self.robot, self.goal, self.horizon, self.stepping = robot, goal, check_horizon(horizon), stepping
+        self.shardable = stepping == "batched"  # Gymnasium's vector env seeds all copies at once
         self.workers = workers  # processes stepping the batched copies; None: torch.get_num_threads()
         self.env_id, self.observation_size, self.action_size = MODELS[robot]
         self.max_velocity = 2.0 if robot == "HalfCheetah" else 3.0
@@ -101,16 +103,11 @@ class Locomotion(TaskEnv):
         count = self.num_tasks * episodes
         if self.stepping == "batched":  # Gymnasium's reset_model: U(+-0.1) on qpos, 0.1 N(0, 1) on qvel
             copies = self._copies(count)
-            qpos = (
-                copies.init_qpos
-                + (torch.rand(count, copies.nq, generator=generator, dtype=torch.float64) * 2 - 1).numpy()
-                * RESET_NOISE
-            )
-            qvel = (
-                copies.init_qvel
-                + RESET_NOISE
-                * torch.randn(count, copies.nv, generator=generator, dtype=torch.float64).numpy()
-            )
+            shape = (self.num_tasks, episodes)  # task-first draws: see distributed.task_share
+            uniform = distributed.rand(*shape, copies.nq, generator=generator, dtype=torch.float64)
+            normal = distributed.randn(*shape, copies.nv, generator=generator, dtype=torch.float64)
+            qpos = copies.init_qpos + (uniform.reshape(count, -1) * 2 - 1).numpy() * RESET_NOISE
+            qvel = copies.init_qvel + RESET_NOISE * normal.reshape(count, -1).numpy()
             copies.set_state(qpos, qvel)
             return self._observe_copies().view(self.num_tasks, episodes, -1)
         seed = int(torch.randint(2**31 - 1, (1,), generator=generator))

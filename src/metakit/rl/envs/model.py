@@ -24,6 +24,7 @@ Transition = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] 
 
 class ModelEnv(TaskEnv):
     discrete = False
+    shardable = False  # its start states come from one draw for all tasks
 
     def __init__(
         self,

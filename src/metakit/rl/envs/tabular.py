@@ -10,6 +10,7 @@ from .base import TaskEnv, check_horizon
 
 
 class TabularMDP(TaskEnv):
+    shardable = False  # its rewards and transitions are drawn from one stream for all tasks
     discrete = True
 
     def __init__(self, states: int = 10, actions: int = 5, horizon: int = 10):
