@@ -146,6 +146,48 @@ def torchopt_impl(model, batch, loss, steps, first_order, lr):
     return meta_grad
 
 
+def parallel_metalearn_impl(model, batch, loss, steps, first_order, lr):
+    """parallel-metalearn 0.5.6 (torch.func + vmap over tasks; needs numpy >= 2, so it lives
+    in another environment than learn2learn): its MAML on our model's own parameters."""
+    from metalearn.algorithms.MAML import MAML as VmapMAML
+    from metalearn.inner_optimizers.optimizers import InnerSGD
+    from metalearn.loss.base import BaseLoss
+    from metalearn.model_wrappers.MAMLWrapper import MAML_Model
+    from torch import nn
+
+    class Plain(nn.Module):  # its wrapper hands `training` and `num_step` keywords to every module
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, x, **kwargs):
+            return self.module(x)
+
+    class Loss(BaseLoss):
+        def forward(self, out_dict, targets, model_states=None, **kwargs):
+            value = loss(out_dict["logits"], targets)
+            return value, value.detach()
+
+    class HarnessOptimizer:  # the harness zeroes and steps the same Adam for everyone
+        def add_param_group(self, group):
+            pass
+
+        def zero_grad(self, set_to_none=True):
+            pass
+
+        def step(self):
+            pass
+
+    wrapped = MAML_Model(Plain(model), Plain(nn.Identity()))
+    inner = InnerSGD(wrapped.get_fast_weights(), first_order=first_order, inner_lr=lr, max_inner_steps=steps,
+                     learn_lr=False)
+    device = next(model.parameters()).device
+    maml = VmapMAML(model=wrapped, optimizer=HarnessOptimizer(), inner_optimizer=inner,
+                    support_loss_fn=Loss(), inner_steps=steps, chunk_size=batch.num_tasks, device=device)
+    data = tuple(batch)
+    return lambda: maml.step(iter([data]))
+
+
 IMPLS = {
     "metakit": metakit_impl("default"),
     "metakit-vmap": metakit_impl("vmap"),
@@ -157,6 +199,7 @@ IMPLS = {
     "learn2learn": learn2learn_impl,
     "higher": higher_impl,
     "torchopt": torchopt_impl,
+    "parallel-metalearn": parallel_metalearn_impl,
 }
 
 
@@ -174,7 +217,8 @@ def _torchvision_shim() -> None:
 
 
 def available(name: str) -> bool:
-    module = {"learn2learn": "learn2learn", "higher": "higher", "torchopt": "torchopt"}.get(name)
+    module = {"learn2learn": "learn2learn", "higher": "higher", "torchopt": "torchopt",
+              "parallel-metalearn": "metalearn"}.get(name)
     if module is None:
         return True
     try:
