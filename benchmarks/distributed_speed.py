@@ -5,6 +5,8 @@ and the last logged iteration), so start-up and evaluation are left out. Rounds 
 Writes benchmarks/results/distributed-cpu.json.
 
     python benchmarks/distributed_speed.py [--rounds 3] [--iterations 40]
+    python benchmarks/distributed_speed.py --cases maml-trpo-cheetah-dir --rounds 1 --iterations 3 \
+        --out benchmarks/results/distributed-cheetah-cpu.json     # MAML-TRPO at the paper's size
 """
 
 from __future__ import annotations
@@ -29,7 +31,15 @@ CASES = {  # config -> overrides that keep a round short
         "eval.num_tasks=5",
         "eval.steps=[0]",
     ],
+    # 40 tasks x 20 episodes x 200 steps, the paper's iteration; a small evaluation at the end
+    "maml-trpo-cheetah-dir": [
+        "train.log_every=1",
+        "eval.num_tasks=2",
+        "eval.episodes=2",
+        "eval.step_sizes=[0.1]",
+    ],
 }
+DEFAULT_CASES = ["sinusoid", "omniglot-maml-5way"]
 
 
 def seconds_per_iteration(config: str, overrides: list[str], iterations: int, ranks: int) -> float:
@@ -53,12 +63,14 @@ def seconds_per_iteration(config: str, overrides: list[str], iterations: int, ra
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--cases", default=",".join(DEFAULT_CASES), help=f"of {sorted(CASES)}")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=40)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "distributed-cpu.json"))
     args = parser.parse_args()
     results = {}
-    for config, overrides in CASES.items():
+    for config in args.cases.split(","):
+        overrides = CASES[config]
         times = {"1 process x 2 threads": [], "2 processes x 1 thread": []}
         for _ in range(args.rounds):
             times["1 process x 2 threads"].append(
