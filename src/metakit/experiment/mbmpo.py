@@ -124,18 +124,15 @@ class MBMPOExperiment(MetaRLAlgorithm):
         self.history = list(state["history"])
 
     def evaluate(self):
-        last = (
-            self.history[-1]
-            if self.history
-            else self.mbmpo.evaluate(
-                self.config.eval.episodes, torch.Generator().manual_seed(self.config.eval.seed)
-            )
+        """A fresh evaluation of the trained meta-policy (`metakit eval` repeats it), beside
+        the curve of the evaluations made during training."""
+        final = self.mbmpo.evaluate(
+            self.config.eval.episodes, torch.Generator().manual_seed(self.config.eval.seed)
         )
         return {
             "env": self.config.env.name,
             "real_steps": self.mbmpo.real_steps,
-            "return": last["return"],
-            "return_adapted": last["return_adapted"],
+            **final,
             "curve": self.history,
             "eval_episodes": self.config.eval.episodes,
         }

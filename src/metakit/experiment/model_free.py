@@ -75,10 +75,13 @@ class SingleTaskExperiment(MetaRLAlgorithm):
     def step(self, generator):
         metrics = self.learner.step(self.env, self.config.train.episodes, generator)
         real_steps = (self.history[-1]["real_steps"] if self.history else 0) + int(metrics["steps"])
-        eval_generator = torch.Generator().manual_seed(self.config.eval.seed + len(self.history))
-        real_return = rollout(self.eval_env, self.policy, self.config.eval.episodes, eval_generator)
-        self.history.append({"real_steps": real_steps, "return": real_return.episode_returns().mean().item()})
+        self.history.append({"real_steps": real_steps, "return": self._real_return(len(self.history))})
         return {**metrics, **self.history[-1]}
+
+    def _real_return(self, seed_offset: int) -> float:
+        generator = torch.Generator().manual_seed(self.config.eval.seed + seed_offset)
+        episodes = rollout(self.eval_env, self.policy, self.config.eval.episodes, generator)
+        return episodes.episode_returns().mean().item()
 
     def state_dict(self):
         return {
@@ -94,10 +97,11 @@ class SingleTaskExperiment(MetaRLAlgorithm):
         self.history = list(state["history"])
 
     def evaluate(self):
-        last = self.history[-1] if self.history else {"real_steps": 0, "return": None}
+        """A fresh evaluation of the trained policy, beside the curve made during training."""
         return {
             "env": self.config.env.name,
-            **last,
+            "real_steps": self.history[-1]["real_steps"] if self.history else 0,
+            "return": self._real_return(0),
             "curve": self.history,
             "eval_episodes": self.config.eval.episodes,
         }
