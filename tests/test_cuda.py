@@ -1,4 +1,7 @@
 """Runs only where CUDA is available (the GPU check in benchmarks/gpu_check.sh)."""
+
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -35,3 +38,30 @@ def test_training_on_cuda(tmp_path):
     config = load_config("sinusoid", ["train.iterations=300", "eval.num_tasks=50", "eval.steps=[0,1]"])
     results = train(config, tmp_path, device="cuda", progress=False)
     assert results["mse_after_steps"]["1"] < results["mse_after_steps"]["0"]
+
+
+def test_maml_trpo_with_its_policy_on_cuda_takes_the_cpu_episodes(tmp_path):
+    """The environment steps on the CPU, the policy and TRPO run on CUDA; random numbers are
+    drawn on the CPU, so the first iteration's episodes equal a CPU run's."""
+    overrides = [
+        "env.horizon=10",
+        "train.meta_batch_size=4",
+        "train.episodes=3",
+        "train.iterations=2",
+        "eval.num_tasks=2",
+        "eval.episodes=2",
+        "eval.step_sizes=[0.1]",
+        "policy.hidden_sizes=[16]",
+        "algorithm.cg_damping=0.1",
+    ]
+    runs = {
+        device: train(
+            load_config("maml-trpo-nav2d", overrides), tmp_path / device, device=device, progress=False
+        )
+        for device in ("cpu", "cuda")
+    }
+    first = [(tmp_path / d / "metrics.jsonl").read_text().splitlines()[0] for d in ("cpu", "cuda")]
+    assert json.loads(first[0])["return_before"] == pytest.approx(
+        json.loads(first[1])["return_before"], rel=1e-5
+    )
+    assert runs["cuda"]["returns_after_steps"].keys() == runs["cpu"]["returns_after_steps"].keys()

@@ -62,6 +62,7 @@ def policy_from_config(env, config: MLPPolicyConfig):
 class MAMLTRPOExperiment(MetaRLAlgorithm):
     Config = MAMLTRPOConfig
     shard_key = "train.meta_batch_size"  # under torchrun each rank rolls out its share of the tasks
+    cuda_ready = True
     curve = {"return_before": "before adaptation", "return_after": "after 1 step"}
     curve_ylabel = "mean episode return"
 
@@ -70,7 +71,7 @@ class MAMLTRPOExperiment(MetaRLAlgorithm):
         if distributed.world_size() > 1 and not self.env.shardable:
             raise MetakitError(f"{config.env.name} draws its random numbers for all tasks at once, so its "
                                f"episodes would change with the number of ranks; run it as one process")
-        self.policy = policy_from_config(self.env, config.policy)
+        self.policy = policy_from_config(self.env, config.policy).to(device)
         a = config.algorithm
         self.algo = MAMLTRPO(self.policy, a.fast_lr, a.inner_steps, a.first_order, a.gamma, a.gae_lambda,
                              a.max_kl, a.cg_damping)

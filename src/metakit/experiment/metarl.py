@@ -1,5 +1,6 @@
 """What the meta-RL families share as experiments: the environment section, the training
 section, and an Algorithm base that builds the batched environment from it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -14,8 +15,9 @@ from .protocol import Algorithm
 
 @dataclass
 class EnvConfig:
-    name: str = check(lambda v: v in envs.ENVIRONMENTS, f"one of {sorted(envs.ENVIRONMENTS)}",
-                      default="Navigation2D")
+    name: str = check(
+        lambda v: v in envs.ENVIRONMENTS, f"one of {sorted(envs.ENVIRONMENTS)}", default="Navigation2D"
+    )
     horizon: int | None = check(lambda v: v is None or v >= 1, "null or >= 1", default=None)
     arms: int | None = check(lambda v: v is None or v >= 2, "null or >= 2", default=None)  # BernoulliBandit
 
@@ -45,14 +47,19 @@ def build_env(config: EnvConfig) -> envs.TaskEnv:
 
 
 class MetaRLAlgorithm(Algorithm):
-    """Builds `self.env` from the env section; runs on the CPU (the environments are CPU tensors)."""
+    """Builds `self.env` from the env section. The environments are CPU tensors; families
+    with `cuda_ready` run their policy (and its optimisation) on `--device cuda`, and
+    `rollout` moves observations and actions between the two."""
 
     named_sections = {"env": sorted(envs.ENVIRONMENTS)}
+    cuda_ready: bool = False
 
     def __init__(self, config, device: str = "cpu"):
-        if device != "cpu":
-            raise MetakitError(f"meta-RL runs on the CPU for now (its environments are CPU tensors); "
-                               f"got --device {device}")
+        if device != "cpu" and not self.cuda_ready:
+            raise MetakitError(
+                f"{config.algorithm.name} runs on the CPU for now (only maml-trpo, ppo and trpo "
+                f"run their policy on CUDA); got --device {device}"
+            )
         super().__init__(config, device)
         torch.manual_seed(config.seed)  # the policy's initial weights
         self.env = build_env(config.env)

@@ -62,6 +62,7 @@ class SingleTaskExperiment(MetaRLAlgorithm):
 
     curve = {"return": "policy"}
     curve_ylabel = "real return"
+    cuda_ready = True
 
     def __init__(self, config, device: str = "cpu"):
         super().__init__(config, device)
@@ -69,7 +70,7 @@ class SingleTaskExperiment(MetaRLAlgorithm):
         self.env.set_tasks(self.task)
         self.eval_env = build_env(config.env)  # its own batch size: MuJoCo copies are kept per size
         self.eval_env.set_tasks(self.task)
-        self.policy = policy_from_config(self.env, config.policy)
+        self.policy = policy_from_config(self.env, config.policy).to(device)
         self.history: list[dict] = []
 
     def step(self, generator):
@@ -113,7 +114,9 @@ class PPOExperiment(SingleTaskExperiment):
     def __init__(self, config, device: str = "cpu"):
         super().__init__(config, device)
         a = config.algorithm
-        value = mlp(self.env.observation_size, tuple(a.value_hidden_sizes), 1, config.policy.activation)
+        value = mlp(self.env.observation_size, tuple(a.value_hidden_sizes), 1, config.policy.activation).to(
+            device
+        )
         self.learner = PPO(
             self.policy,
             value,

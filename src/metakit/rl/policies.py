@@ -60,8 +60,10 @@ class GaussianMLPPolicy(nn.Module):
 
     def sample(self, out, generator=None):
         mean, log_std = self._split(out)
-        # task-first draws: a task's episodes are the same on any number of ranks (torchrun)
-        return mean + log_std.exp() * distributed.randn(*mean.shape, generator=generator, device=mean.device)
+        # task-first draws (a task's episodes are the same on any number of ranks, torchrun),
+        # from the generator's device (the CPU): the same episodes on any device too
+        noise = distributed.randn(*mean.shape, generator=generator, dtype=mean.dtype)
+        return mean + log_std.exp() * noise.to(mean.device)
 
     def log_prob(self, out, actions):
         mean, log_std = self._split(out)
@@ -97,7 +99,7 @@ class CategoricalMLPPolicy(nn.Module):
 
     def sample(self, out, generator=None):
         """By the inverse CDF of one uniform draw per choice (task-first, as for Gaussians)."""
-        u = distributed.rand(*out.shape[:-1], 1, generator=generator, device=out.device)
+        u = distributed.rand(*out.shape[:-1], 1, generator=generator, dtype=out.dtype).to(out.device)
         return (out.exp().cumsum(-1) < u).sum(-1).clamp_max(out.shape[-1] - 1)
 
     def log_prob(self, out, actions):

@@ -42,7 +42,7 @@ def linear_feature_baseline(observations, returns, mask, reg: float = 1e-5) -> t
     features [obs, obs^2, t, t^2, t^3, 1] (t = step / 100), as rllab's LinearFeatureBaseline."""
     steps = observations.shape[-2]
     t = (
-        (torch.arange(steps, dtype=observations.dtype) / 100.0)
+        (torch.arange(steps, dtype=observations.dtype, device=observations.device) / 100.0)
         .view(1, 1, -1, 1)
         .expand(*observations.shape[:-1], 1)
     )
@@ -56,7 +56,7 @@ def linear_feature_baseline(observations, returns, mask, reg: float = 1e-5) -> t
             "linear_feature_baseline: the observations or returns hold NaN or infinite values "
             "(a diverged policy or environment); no baseline can be fitted"
         )
-    eye = torch.eye(gram.shape[-1], dtype=gram.dtype)
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
     for _ in range(5):  # rllab raises the regulariser until the system is solvable
         coeffs, info = torch.linalg.solve_ex(gram + reg * eye, flat_f.transpose(1, 2) @ flat_r)
         if (info == 0).all() and torch.isfinite(coeffs).all():

@@ -52,17 +52,21 @@ def rollout(
     generator: torch.Generator | None = None,
     params: dict[str, torch.Tensor] | None = None,
 ) -> Trajectories:
-    """Run `episodes` episodes of every task set in `env` to the horizon (or until all end)."""
+    """Run `episodes` episodes of every task set in `env` to the horizon (or until all end).
+    The environment steps where its tensors live (the CPU); the policy runs, and the episodes
+    are kept, on the policy's device."""
     act = per_task_policy(policy, params)
+    device = next(policy.parameters(), torch.empty(0)).device
     obs = env.reset(episodes, generator)
+    env_device, obs = obs.device, obs.to(device)
     observations, actions, rewards, masks = [], [], [], []
-    alive = torch.ones(obs.shape[:2])
+    alive = torch.ones(obs.shape[:2], device=device)
     for _ in range(env.horizon):
         action = policy.sample(act(obs), generator)
         observations.append(obs)
         actions.append(action)
         masks.append(alive)
-        obs, reward, done = env.step(action, generator)
+        obs, reward, done = (t.to(device) for t in env.step(action.to(env_device), generator))
         rewards.append(reward)
         alive = (~done).float()
         if done.all():
