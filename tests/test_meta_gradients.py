@@ -276,3 +276,31 @@ def test_meta_step_takes_the_meta_gradient_of_meta_loss(float64, norm, variant):
         reference_loss, reference = _sgd_update_by(maml, batch, False)
         torch.testing.assert_close(loss, reference_loss, rtol=1e-12, atol=0)
         assert (step - reference).norm() <= 1e-10 * reference.norm() and reference.norm() > 0
+
+
+def test_compiled_meta_step_through_a_norm_layer_is_as_exact_as_eager():
+    """torch.func's compiled meta-gradient through LayerNorm against a float64 loop (the
+    compiled tape was 1e-3 off through norms and stays refused; every norm layer:
+    benchmarks/compiled_norms.py)."""
+    torch.manual_seed(0)
+    model = NormNet(nn.LayerNorm(8))
+    batch = small_batch(tasks=4, shots=10)
+    exact = NormNet(nn.LayerNorm(8))
+    exact.load_state_dict(model.state_dict())
+    exact.double()
+    reference = flat(
+        torch.autograd.grad(
+            loop_meta_loss(exact, metakit.TaskBatch(*(t.double() for t in batch)), 0.1, 2),
+            list(exact.parameters()),
+        )
+    )
+    errors = {}
+    for compile in (False, True):
+        maml = MAML(
+            model, F.mse_loss, inner_lr=0.1, inner_steps=2, compile=compile, meta_gradient="functional"
+        )
+        _, step = _sgd_update_by(maml, batch, True)
+        errors[compile] = ((step.double() - reference).norm() / reference.norm()).item()
+    assert errors[True] < max(3 * errors[False], 1e-6), errors
+    with pytest.raises(metakit.MetakitError, match="meta_gradient='tape' through normalisation layers"):
+        MAML(model, F.mse_loss, inner_lr=0.1, compile=True, meta_gradient="tape")
