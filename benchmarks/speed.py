@@ -10,14 +10,19 @@ peak on GPU).
     python benchmarks/speed.py [--device cuda] [--cases sinusoid-1step,conv4-so] [--rounds 7]
 
 Peers come from the `bench` extra (pip install -e .[bench]); missing ones are skipped and said
-so. Writes benchmarks/results/speed-<device>.json.
+so. learn2learn needs numpy < 2 and parallel-metalearn numpy >= 2: install one set in a second
+environment (with metakit, `pip install -e .`) and name its interpreter with `--peer-python
+ENV/bin/python`; its peers then run in that process, timed in the same interleaved rounds.
+Writes benchmarks/results/speed-<device>.json with each peer's version and environment.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -56,6 +61,7 @@ def make_case(name: str, device: str):
 
 
 # --- implementations: each returns a function computing the meta-gradient into model.grad ---
+
 
 class _HarnessSteps:
     """meta_step's optimiser calls, left to the harness: it zeroes and steps the same Adam for
@@ -178,11 +184,23 @@ def parallel_metalearn_impl(model, batch, loss, steps, first_order, lr):
             pass
 
     wrapped = MAML_Model(Plain(model), Plain(nn.Identity()))
-    inner = InnerSGD(wrapped.get_fast_weights(), first_order=first_order, inner_lr=lr, max_inner_steps=steps,
-                     learn_lr=False)
+    inner = InnerSGD(
+        wrapped.get_fast_weights(),
+        first_order=first_order,
+        inner_lr=lr,
+        max_inner_steps=steps,
+        learn_lr=False,
+    )
     device = next(model.parameters()).device
-    maml = VmapMAML(model=wrapped, optimizer=HarnessOptimizer(), inner_optimizer=inner,
-                    support_loss_fn=Loss(), inner_steps=steps, chunk_size=batch.num_tasks, device=device)
+    maml = VmapMAML(
+        model=wrapped,
+        optimizer=HarnessOptimizer(),
+        inner_optimizer=inner,
+        support_loss_fn=Loss(),
+        inner_steps=steps,
+        chunk_size=batch.num_tasks,
+        device=device,
+    )
     data = tuple(batch)
     return lambda: maml.step(iter([data]))
 
@@ -215,9 +233,22 @@ def _torchvision_shim() -> None:
             pass
 
 
+PEER_MODULES = {
+    "learn2learn": "learn2learn",
+    "higher": "higher",
+    "torchopt": "torchopt",
+    "parallel-metalearn": "metalearn",
+}
+PEER_DISTRIBUTIONS = {
+    "learn2learn": "learn2learn",
+    "higher": "higher",
+    "torchopt": "torchopt",
+    "parallel-metalearn": "parallel-metalearn",
+}
+
+
 def available(name: str) -> bool:
-    module = {"learn2learn": "learn2learn", "higher": "higher", "torchopt": "torchopt",
-              "parallel-metalearn": "metalearn"}.get(name)
+    module = PEER_MODULES.get(name)
     if module is None:
         return True
     try:
@@ -227,6 +258,12 @@ def available(name: str) -> bool:
         return True
     except Exception:
         return False
+
+
+def version(name: str) -> str:
+    from importlib.metadata import version as installed  # noqa: PLC0415
+
+    return installed(PEER_DISTRIBUTIONS.get(name, "metakit"))
 
 
 def setup(impl: str, case: str, device: str):
@@ -250,16 +287,6 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def gradient_of(impl, case, device):
-    built = setup(impl, case, device)
-    if built is None:
-        return None
-    model, meta_grad, _, _ = built
-    model.zero_grad()
-    meta_grad()
-    return torch.cat([p.grad.reshape(-1) for p in model.parameters()]).double().cpu()
-
-
 def peak_memory_mb(iteration, device) -> float:
     """Peak tensor memory of one meta-iteration above what was allocated before it: the
     allocator's own peak on CUDA, the profiler's allocation events summed in order on CPU."""
@@ -281,6 +308,119 @@ def peak_memory_mb(iteration, device) -> float:
     return peak / 2**20
 
 
+class Local:
+    """An implementation in this process: its meta-gradient, timed iterations, peak memory."""
+
+    def __init__(self, impl: str, device: str):
+        self.impl, self.device, self.built = impl, device, None
+
+    def gradient(self, case: str):
+        built = setup(self.impl, case, self.device)
+        if built is None:
+            return None
+        model, meta_grad, iteration, _ = built
+        model.zero_grad()
+        meta_grad()
+        grad = torch.cat([p.grad.reshape(-1) for p in model.parameters()]).double().cpu()
+        self.built = setup(self.impl, case, self.device)  # fresh weights for the timing
+        return grad
+
+    def warm_up(self, count: int = 3) -> None:  # and compile
+        for _ in range(count):
+            self.built[2]()
+
+    def time(self, count: int) -> list[float]:
+        seconds = []
+        for _ in range(count):
+            sync(self.device)
+            start = time.perf_counter()
+            self.built[2]()
+            sync(self.device)
+            seconds.append(time.perf_counter() - start)
+        return seconds
+
+    def memory(self) -> float:
+        return peak_memory_mb(self.built[2], self.device)
+
+
+class Remote:
+    """The same, in another Python environment (`--peer-python`): learn2learn needs numpy < 2
+    and parallel-metalearn numpy >= 2, so one interpreter cannot hold every peer. The other
+    process serves one command at a time, so rounds stay interleaved across processes."""
+
+    def __init__(self, python: str, device: str):
+        import subprocess  # noqa: PLC0415
+
+        self.python = python
+        self.process = subprocess.Popen(
+            [python, __file__, "--serve", "--device", device],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def call(self, command: str, **arguments):
+        self.process.stdin.write(json.dumps({"command": command, **arguments}) + "\n")
+        self.process.stdin.flush()
+        answer = json.loads(self.process.stdout.readline())
+        if "error" in answer:
+            raise RuntimeError(f"{self.python}: {answer['error']}")
+        return answer["result"]
+
+    def runner(self, impl: str):
+        remote = self
+
+        class Proxy:
+            def gradient(self, case):
+                values = remote.call("gradient", impl=impl, case=case)
+                return None if values is None else torch.tensor(values, dtype=torch.float64)
+
+            def warm_up(self):
+                remote.call("warm_up", impl=impl)
+
+            def time(self, count):
+                return remote.call("time", impl=impl, count=count)
+
+            def memory(self):
+                return remote.call("memory", impl=impl)
+
+        return Proxy()
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def serve(device: str) -> None:
+    """The other end of Remote: JSON commands on stdin, one JSON answer a line on stdout."""
+    import sys  # noqa: PLC0415
+
+    answers, sys.stdout = sys.stdout, sys.stderr  # peers' prints must not corrupt the answers
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    runners = {}
+    for line in sys.stdin:
+        message = json.loads(line)
+        command = message.pop("command")
+        try:
+            if command == "available":
+                result = {impl: version(impl) for impl in message["impls"] if available(impl)}
+            elif command == "gradient":
+                runners[message["impl"]] = Local(message["impl"], device)
+                grad = runners[message["impl"]].gradient(message["case"])
+                result = None if grad is None else grad.tolist()
+            elif command == "warm_up":
+                result = runners[message["impl"]].warm_up()
+            elif command == "time":
+                result = runners[message["impl"]].time(message["count"])
+            else:  # memory
+                result = runners[message["impl"]].memory()
+            answers.write(json.dumps({"result": result}) + "\n")
+        except Exception as error:  # noqa: BLE001 (reported to the caller, which stops)
+            answers.write(json.dumps({"error": f"{type(error).__name__}: {error}"}) + "\n")
+        answers.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
@@ -289,27 +429,47 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--iterations", type=int, default=0, help="per round (0: by case)")
     parser.add_argument("--out", default=None)
+    parser.add_argument(
+        "--peer-python",
+        action="append",
+        default=[],
+        metavar="PYTHON",
+        help="another environment's interpreter, for peers missing here (repeatable)",
+    )
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        return serve(args.device)
     # TF32 convolutions (cuDNN's default) round differently per batching strategy, so float32
     # meta-gradients of conv-4 could not be compared to 1e-4: full float32 for everyone
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-    impls = [i for i in args.impls.split(",") if available(i)]
-    skipped = [i for i in args.impls.split(",") if i not in impls]
+    wanted = args.impls.split(",")
+    where = {i: None for i in wanted if available(i)}  # None: this process
+    versions = {i: version(i) for i in where}
+    remotes = [Remote(python, args.device) for python in args.peer_python]
+    for remote in remotes:
+        for impl, found in remote.call("available", impls=[i for i in wanted if i not in where]).items():
+            where[impl], versions[impl] = remote, found
+    impls = [i for i in wanted if i in where]
+    skipped = [i for i in wanted if i not in where]
     report = {
         "device": args.device,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.machine(),
+        "versions": versions,
+        "environments": {i: (where[i].python if where[i] else sys.executable) for i in impls},
         "skipped_unavailable": skipped,
         "cases": {},
     }
     for case in args.cases.split(","):
         print(f"\n== {case} ({args.device}) ==", flush=True)
-        reference = gradient_of("metakit-loop", case, args.device)
+        reference = Local("metakit-loop", args.device).gradient(case)
         runs, agree = {}, {}
         for impl in impls:
-            grad = gradient_of(impl, case, args.device)
+            runner = where[impl].runner(impl) if where[impl] else Local(impl, args.device)
+            grad = runner.gradient(case)
             if grad is None:
                 continue
             error = ((grad - reference).norm() / reference.norm()).item()
@@ -318,25 +478,19 @@ def main() -> None:
                 print(f"  EXCLUDED {impl}: meta-gradient rel. error {error:.2e} against the reference")
                 report.setdefault("excluded", {})[f"{case}/{impl}"] = error
                 continue
-            runs[impl] = setup(impl, case, args.device)[2]
+            runs[impl] = runner
         per_round = args.iterations or (50 if CASES[case][0] == "mlp" else 5)
-        for run in runs.values():  # warm-up, compile
-            for _ in range(3):
-                run()
+        for runner in runs.values():  # warm-up, compile
+            runner.warm_up()
         times = {impl: [] for impl in runs}
         for _ in range(args.rounds):
-            for impl, run in runs.items():  # interleaved
-                sync(args.device)
-                for _ in range(per_round):
-                    start = time.perf_counter()
-                    run()
-                    sync(args.device)
-                    times[impl].append(time.perf_counter() - start)
+            for impl, runner in runs.items():  # interleaved, across processes too
+                times[impl] += runner.time(per_round)
         rows = {}
         for impl in runs:
             rows[impl] = {
                 "median_ms": statistics.median(times[impl]) * 1e3,
-                "peak_mb": peak_memory_mb(runs[impl], args.device),
+                "peak_mb": runs[impl].memory(),
                 "grad_rel_error": agree[impl],
             }
         ours = rows["metakit"]["median_ms"] if "metakit" in rows else None
@@ -354,6 +508,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {out}")
+    for remote in remotes:
+        remote.close()
 
 
 if __name__ == "__main__":
