@@ -7,6 +7,8 @@ Writes benchmarks/results/distributed-cpu.json.
     python benchmarks/distributed_speed.py [--rounds 3] [--iterations 40]
     python benchmarks/distributed_speed.py --cases maml-trpo-cheetah-dir --rounds 1 --iterations 3 \
         --out benchmarks/results/distributed-cheetah-cpu.json     # MAML-TRPO at the paper's size
+    python benchmarks/distributed_speed.py --cases mbmpo-halfcheetah --rounds 1 --iterations 3 \
+        --out benchmarks/results/distributed-mbmpo-cpu.json       # the 3rd MB-MPO iteration
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ CASES = {  # config -> overrides that keep a round short
         "eval.episodes=2",
         "eval.step_sizes=[0.1]",
     ],
+    # MB-MPO at the bundled size (20 tasks x 20 imagined episodes, 10 meta-steps an iteration)
+    "mbmpo-halfcheetah": ["train.log_every=1"],
 }
 DEFAULT_CASES = ["sinusoid", "omniglot-maml-5way"]
 

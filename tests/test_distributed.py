@@ -98,6 +98,47 @@ def test_maml_trpo_on_two_ranks_equals_one_process(tmp_path):
     assert len(returns[1]) == 2 and returns[1] == pytest.approx(returns[0], rel=1e-4)
 
 
+MBMPO_ITERATIONS = """
+import sys, torch
+from metakit import distributed
+from metakit.rl import MAMLTRPO, GaussianMLPPolicy, envs
+from metakit.rl.dynamics import DynamicsEnsemble
+from metakit.rl.mbmpo import MBMPO
+distributed.init("cpu")
+torch.set_default_dtype(torch.float64)
+torch.manual_seed(0)
+env = envs.Pendulum(horizon=10)
+policy = GaussianMLPPolicy(3, 1, (16,), activation="tanh")
+ensemble = DynamicsEnsemble(3, 1, models=2, hidden_sizes=(16,), generator=torch.Generator().manual_seed(0))
+algo = MBMPO(env, MAMLTRPO(policy, fast_lr=0.01, cg_damping=0.1), ensemble, env.sample_tasks(1)[0], num_tasks=4,
+             imagined_episodes=3, meta_steps=2, random_steps=40, model_fit={"epochs": 3, "batch_size": 20})
+generator = torch.Generator().manual_seed(0)
+returns = [algo.iteration(generator)["imagined_return"] for _ in range(3)]
+if distributed.is_main():
+    torch.save({"policy": policy.state_dict(), "ensemble": ensemble.state_dict(), "data": algo.data,
+                "returns": torch.tensor(returns)}, sys.argv[1])
+if distributed.world_size() > 1:
+    torch.distributed.destroy_process_group()
+"""
+
+
+def test_mbmpo_on_two_ranks_equals_one_process(tmp_path):
+    """Each rank imagines its 2 of the 4 tasks (Pendulum starts and Gaussian actions drawn
+    task-first) and rolls out its 2 real episodes; the real episodes are gathered, so both
+    ranks fit the models on the same data: the real data, the ensemble and
+    the policy equal one process's after 3 iterations (float64, damping 0.1 as above)."""
+    script = tmp_path / "mbmpo.py"
+    script.write_text(MBMPO_ITERATIONS)
+    one = subprocess.run([sys.executable, str(script), tmp_path / "one.pt"], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    two = torchrun(str(script), str(tmp_path / "two.pt"))
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr + two.stderr)[-3000:]
+    a, b = (torch.load(tmp_path / name, weights_only=True) for name in ("one.pt", "two.pt"))
+    assert a["data"]["observations"].shape == (40 + 2 * 4 * 10, 3)  # random steps, then one episode a task
+    for part in a:
+        torch.testing.assert_close(a[part], b[part], rtol=1e-7, atol=1e-9)
+
+
 def test_a_failing_rank_stops_the_run_with_its_error(tmp_path):
     script = tmp_path / "fail.py"
     script.write_text(textwrap.dedent("""

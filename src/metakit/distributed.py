@@ -87,11 +87,32 @@ def task_share(total: int):
         _share = previous
 
 
-def _draw(sample, shape, generator, **kwargs) -> torch.Tensor:
+def for_tasks(draw, count: int) -> torch.Tensor:
+    """draw(n) gives [n, ...] for n tasks; inside `task_share`, every rank draws for the whole
+    batch and keeps its own `count` rows (the same numbers for each task on any number of ranks)."""
+    global _share
     if _share is None:
-        return sample(*shape, generator=generator, **kwargs)
-    total, first = _share
-    return sample(total, *shape[1:], generator=generator, **kwargs)[first : first + shape[0]]
+        return draw(count)
+    share = _share
+    total, first = share
+    _share = None  # the draw is for the whole batch: draws inside it must not keep a share again
+    try:
+        return draw(total)[first : first + count]
+    finally:
+        _share = share
+
+
+def _draw(sample, shape, generator, **kwargs) -> torch.Tensor:
+    return for_tasks(lambda n: sample(n, *shape[1:], generator=generator, **kwargs), shape[0])
+
+
+def gather_tasks(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole batch [T, ...] from each rank's equal share [T/N, ...], in rank order, on every rank."""
+    if world_size() == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
 
 
 def rand(*shape: int, generator: torch.Generator | None = None, **kwargs) -> torch.Tensor:

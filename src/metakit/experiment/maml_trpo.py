@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 
-from .. import distributed
 from ..errors import MetakitError
 from ..rl import MAMLTRPO, policy_for
 from ..rl.policies import ACTIVATIONS
@@ -68,9 +67,6 @@ class MAMLTRPOExperiment(MetaRLAlgorithm):
 
     def __init__(self, config: MAMLTRPOConfig, device: str = "cpu"):
         super().__init__(config, device)
-        if distributed.world_size() > 1 and not self.env.shardable:
-            raise MetakitError(f"{config.env.name} draws its random numbers for all tasks at once, so its "
-                               f"episodes would change with the number of ranks; run it as one process")
         self.policy = policy_from_config(self.env, config.policy).to(device)
         a = config.algorithm
         self.algo = MAMLTRPO(self.policy, a.fast_lr, a.inner_steps, a.first_order, a.gamma, a.gae_lambda,

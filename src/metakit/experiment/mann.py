@@ -42,6 +42,10 @@ class SequenceSection:
     slot_size: int = check(*positive, only=MEMORY, default=40)
     reads: int = check(*positive, only=MEMORY, default=4)
     gamma: float = check(lambda v: 0 <= v <= 1, "in [0, 1]", only=MEMORY, default=0.95)  # usage decay
+    key_strength: bool = check(lambda v: isinstance(v, bool), "true or false", only=MEMORY,
+                               default=False)  # a learned sharpness of the reads (the NTM's beta)
+    write_vector: bool = check(lambda v: isinstance(v, bool), "true or false", only=MEMORY,
+                               default=False)  # write a vector of its own, not the read key (the NTM's)
 
 
 @dataclass
@@ -113,7 +117,8 @@ class SequenceExperiment(Algorithm):
         self.episodes = SequenceEpisodes(omniglot_split(config, "train"), task.classes, task.per_class)
         if algo.name == "mann":
             self.model = MANN(task.image_size, task.classes, algo.controller_size, algo.slots, algo.slot_size,
-                              algo.reads, algo.gamma)
+                              algo.reads, algo.gamma, algo.key_strength,
+                              algo.write_vector)
         else:
             self.model = LSTMBaseline(task.image_size, task.classes, algo.controller_size)
         self.model.to(device)

@@ -61,6 +61,7 @@ class MBMPOExperiment(MetaRLAlgorithm):
     imagined episodes per task."""
 
     Config = MBMPOConfig
+    shard_key = "train.meta_batch_size"  # under torchrun each rank rolls out its share of the tasks
     curve = {"return": "meta-policy", "return_adapted": "after one step"}
     curve_ylabel = "real return"
 

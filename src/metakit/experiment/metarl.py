@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .. import distributed
 from ..errors import MetakitError
 from ..rl import envs
 from .config import check, positive
@@ -63,6 +64,9 @@ class MetaRLAlgorithm(Algorithm):
         super().__init__(config, device)
         torch.manual_seed(config.seed)  # the policy's initial weights
         self.env = build_env(config.env)
+        if distributed.world_size() > 1 and self.shard_key is not None and not self.env.shardable:
+            raise MetakitError(f"{config.env.name} draws its random numbers for all tasks at once, so its "
+                               f"episodes would change with the number of ranks; run it as one process")
 
     def eval_tasks(self) -> torch.Tensor:
         return self.env.sample_tasks(

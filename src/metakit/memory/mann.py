@@ -7,12 +7,13 @@ key k (from the controller's output h):
 
     w_w = sigmoid(alpha) w_r(t-1) + (1 - sigmoid(alpha)) w_lu(t-1)   write weights
     M   = M with its least-used slot zeroed, + sum_heads w_w k^T         write
-    w_r = softmax_slots(cosine(k, M(t-1)))                             read weights (M before the write)
+    w_r = softmax_slots(beta cosine(k, M(t-1)))                        read weights (M before the write)
     r   = w_r M                                                        read vector
     w_u = gamma w_u + sum_heads (w_r + w_w)                            usage
     w_lu = 1 on the R smallest usages                                  least used
     logits = W [h, r_1 .. r_R]
 
+beta = 1 in the paper; `key_strength=True` learns it per head (1 + softplus), as the NTM does.
 The controller also reads the previous step's read vectors, as in the NTM. The memory and
 every weighting start afresh with each episode (each call).
 """
@@ -73,17 +74,23 @@ class LRUAMemory(nn.Module):
                 "read_weights": first, "usage": torch.zeros(batch, self.slots, device=device, dtype=dtype),
                 "least_used": least_used}
 
-    def step(self, state: dict, keys: torch.Tensor, gates: torch.Tensor):
-        """keys [B, R, slot_size], gates [B, R] (sigmoid(alpha)) -> (reads [B, R, slot_size], state)."""
+    def step(self, state: dict, keys: torch.Tensor, gates: torch.Tensor,
+             strengths: torch.Tensor | None = None, writes: torch.Tensor | None = None):
+        """keys [B, R, slot_size], gates [B, R] (sigmoid(alpha)); optional strengths [B, R] (the paper:
+        a plain softmax of cosines) and write vectors [B, R, slot_size] (the paper writes the key)
+        -> (reads [B, R, slot_size], state)."""
         gates = gates[..., None]
         write_weights = gates * state["read_weights"] + (1 - gates) * state["least_used"][:, None]
         # before writing, the least used slot is zeroed
         erase = F.one_hot(state["usage"].argmin(-1), self.slots).to(keys.dtype)
-        memory = state["memory"] * (1 - erase)[..., None] + write_weights.transpose(1, 2) @ keys
+        written = keys if writes is None else writes
+        memory = state["memory"] * (1 - erase)[..., None] + write_weights.transpose(1, 2) @ written
         # the key is compared with the memory as it was before this step's write: it looks up what
         # earlier steps stored (against the new memory it would find its own write, cosine 1)
         previous = F.normalize(state["memory"], dim=-1, eps=1e-8)
         cosine = F.normalize(keys, dim=-1, eps=1e-8) @ previous.transpose(1, 2)
+        if strengths is not None:  # the NTM's key strength: cosines alone give near-flat reads
+            cosine = strengths[..., None] * cosine
         read_weights = cosine.softmax(-1)  # [B, R, slots]
         usage = self.gamma * state["usage"] + read_weights.sum(1) + write_weights.sum(1)
         smallest = usage.topk(self.reads, dim=-1, largest=False).indices
@@ -96,7 +103,8 @@ class MANN(nn.Module):
     """model(x, y) -> logits [B, L, classes]; step t sees labels up to t - 1 only."""
 
     def __init__(self, image_size: int = 20, classes: int = 5, controller_size: int = 200, slots: int = 128,
-                 slot_size: int = 40, reads: int = 4, gamma: float = 0.95):
+                 slot_size: int = 40, reads: int = 4, gamma: float = 0.95, key_strength: bool = False,
+                 write_vector: bool = False):
         super().__init__()
         check_sizes("MANN", image_size=image_size, classes=classes, controller_size=controller_size,
                     slots=slots, slot_size=slot_size, reads=reads)
@@ -105,6 +113,10 @@ class MANN(nn.Module):
         self.controller = nn.LSTMCell(image_size**2 + classes + reads * slot_size, controller_size)
         self.keys = nn.Linear(controller_size, reads * slot_size)
         self.gates = nn.Linear(controller_size, reads)  # alpha of each head
+        # beta of each head, 1 + softplus (a deviation from the paper, off by default)
+        self.strengths = nn.Linear(controller_size, reads) if key_strength else None
+        # what each head writes, apart from its read key (the NTM's add vector; the paper writes the key)
+        self.writes = nn.Linear(controller_size, reads * slot_size) if write_vector else None
         self.output = nn.Linear(controller_size + reads * slot_size, classes)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -119,7 +131,9 @@ class MANN(nn.Module):
             hidden = self.controller(torch.cat([inputs[:, t], reads], -1), hidden)
             h = hidden[0]
             keys = torch.tanh(self.keys(h)).view(batch, self.reads, self.slot_size)
-            read, state = self.memory.step(state, keys, torch.sigmoid(self.gates(h)))
+            strengths = 1 + F.softplus(self.strengths(h)) if self.strengths is not None else None
+            writes = None if self.writes is None else torch.tanh(self.writes(h)).view_as(keys)
+            read, state = self.memory.step(state, keys, torch.sigmoid(self.gates(h)), strengths, writes)
             reads = read.flatten(1)
             logits.append(self.output(torch.cat([h, reads], -1)))
         return torch.stack(logits, dim=1)

@@ -9,6 +9,10 @@
             theta <- TRPO step on the post-update surrogate, through the inner step
         D <- D + one real episode per task of pi_phi_i, phi_i adapted in model(i)
 
+Under torchrun each rank rolls out its share of the tasks, real and imagined (task-first random
+numbers: the same episodes on any number of ranks); the real episodes are gathered so every rank
+fits the models on the same data, and the TRPO step averages over the ranks.
+
 The imagined rollouts run in a `ModelEnv` whose reward, termination and start states are the
 real environment's known functions; predicted states are clipped to the range seen in D
 widened by its span on each side.
@@ -16,10 +20,12 @@ widened by its span on each side.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
 
+from .. import distributed
 from ..errors import MetakitError
 from .dynamics import DynamicsEnsemble
 from .envs.base import TaskEnv
@@ -83,9 +89,17 @@ class MBMPO:
             uniform = _UniformPolicy(self.env.action_size, self.env.action_bound)
             trajectories = rollout(self.env, uniform, episodes, generator)
         else:
-            fast = self.adapted_in_models(generator)
-            self.env.set_tasks(self.task.expand(self.num_tasks, *self.task.shape))
-            trajectories = rollout(self.env, self.policy, 1, generator, params=fast)
+            with distributed.task_share(self.num_tasks):
+                fast = self.adapted_in_models(generator)
+                self.env.set_tasks(distributed.shard(self.task.expand(self.num_tasks, *self.task.shape)))
+                trajectories = rollout(self.env, self.policy, 1, generator, params=fast)
+            trajectories = dataclasses.replace(  # every rank stores every task's episode
+                trajectories,
+                **{
+                    f.name: distributed.gather_tasks(getattr(trajectories, f.name))
+                    for f in dataclasses.fields(trajectories)
+                },
+            )
         self._store(trajectories)
         return trajectories
 
@@ -101,7 +115,11 @@ class MBMPO:
     def meta_step(self, generator: torch.Generator | None = None) -> dict[str, float]:
         """One MAML-TRPO step on fresh imagined episodes, model k standing for task k."""
         start = time.perf_counter()
-        data = self.meta.sample(self.model_env, self.num_tasks, self.imagined_episodes, generator)
+        tasks = self.model_env.sample_tasks(self.num_tasks, generator)
+        with distributed.task_share(self.num_tasks):
+            data = self.meta.sample(
+                self.model_env, distributed.shard(tasks), self.imagined_episodes, generator
+            )
         sampled = time.perf_counter()
         info = trpo_step(
             list(self.policy.parameters()),
@@ -109,10 +127,11 @@ class MBMPO:
             self.meta.max_kl,
             self.meta.cg_damping,
             fisher=self.meta.fisher(data),
+            average=distributed.mean,
         )
         return {
-            "imagined_return": data["train"].episode_returns().mean().item(),
-            "imagined_return_adapted": data["valid"].episode_returns().mean().item(),
+            "imagined_return": distributed.average(data["train"].episode_returns().mean()),
+            "imagined_return_adapted": distributed.average(data["valid"].episode_returns().mean()),
             "kl": info["kl"],
             "accepted": float(info["accepted"]),
             "imagined_sampling_s": sampled - start,
@@ -143,8 +162,9 @@ class MBMPO:
 
     # -- the adapted policies and their real return -------------------------------------------
     def adapted_in_models(self, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Fast weights [T, ...]: one inner step of the meta-policy on each model's imagined episodes."""
-        self.model_env.set_tasks(self.model_env.sample_tasks(self.num_tasks, generator))
+        """Fast weights [T, ...]: one inner step of the meta-policy on each model's imagined episodes
+        (this rank's share of the tasks inside `distributed.task_share`)."""
+        self.model_env.set_tasks(distributed.shard(self.model_env.sample_tasks(self.num_tasks, generator)))
         imagined = rollout(self.model_env, self.policy, self.imagined_episodes, generator)
         fast = self.meta.adapt(imagined, advantages(imagined, self.meta.gamma, self.meta.gae_lambda))
         return {k: v.detach() for k, v in fast.items()}

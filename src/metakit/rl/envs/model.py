@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 
+from ... import distributed
 from ...errors import MetakitError, TrainingDiverged
 from .base import TaskEnv, check_horizon
 
@@ -24,7 +25,6 @@ Transition = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] 
 
 class ModelEnv(TaskEnv):
     discrete = False
-    shardable = False  # its start states come from one draw for all tasks
 
     def __init__(
         self,
@@ -67,7 +67,10 @@ class ModelEnv(TaskEnv):
         return torch.arange(num_tasks) % self.num_models
 
     def _reset(self, episodes: int, generator) -> torch.Tensor:
-        self.state = self.initial_state(self.num_tasks, episodes, generator)
+        # task-first: under torchrun each rank draws the whole batch's start states and keeps its own
+        self.state = distributed.for_tasks(
+            lambda n: self.initial_state(n, episodes, generator), self.num_tasks
+        )
         expected = (self.num_tasks, episodes, self.observation_size)
         if tuple(self.state.shape) != expected:
             raise MetakitError(
