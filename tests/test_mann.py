@@ -36,13 +36,36 @@ def test_lrua_writes_to_the_least_used_slot_and_usage_decays_by_gamma():
     torch.testing.assert_close(shared["memory"][0, 0], torch.tensor([1.0, 2.0]))
 
 
+def test_key_strength_sharpens_the_reads_and_a_write_vector_is_written_instead_of_the_key():
+    memory = LRUAMemory(slots=3, slot_size=2, reads=1, gamma=0.5)
+    state = memory.initial_state(1, "cpu", torch.float32)
+    state["memory"] = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]])
+    key, gate = torch.tensor([[[0.0, 2.0]]]), torch.tensor([[0.0]])
+    cosines = torch.tensor([0.0, 0.5**0.5, 1.0])
+    for beta in (1.0, 20.0):  # beta 1 is the paper's read; 20 all but picks the best slot
+        _, new = memory.step(state, key, gate, strengths=torch.tensor([[beta]]))
+        torch.testing.assert_close(new["read_weights"][0, 0], (beta * cosines).softmax(0))
+    assert new["read_weights"][0, 0, 2] > 0.99
+    written = torch.tensor([[[3.0, -1.0]]])
+    _, new = memory.step(state, key, gate, writes=written)
+    # slot 0, the least used at the start, is zeroed and receives the write vector, not the key
+    torch.testing.assert_close(new["memory"][0, 0], written[0, 0])
+    torch.testing.assert_close(new["memory"][0, 1:], state["memory"][0, 1:])
+    model = MANN(6, 4, 16, slots=8, slot_size=5, reads=2, key_strength=True, write_vector=True)
+    assert model(*_episode()).shape == (3, 8, 4)
+
+
 def _episode(batch=3, steps=8, size=6, classes=4):
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, steps, 1, size, size, generator=g)
     return x, torch.randint(classes, (batch, steps), generator=g)
 
 
-@pytest.mark.parametrize("model", [MANN(6, 4, 16, slots=8, slot_size=5, reads=2), LSTMBaseline(6, 4, 16)])
+SMALL_MEMORY = {"slots": 8, "slot_size": 5, "reads": 2}
+
+
+@pytest.mark.parametrize("model", [MANN(6, 4, 16, **SMALL_MEMORY), LSTMBaseline(6, 4, 16),
+                                   MANN(6, 4, 16, **SMALL_MEMORY, key_strength=True, write_vector=True)])
 def test_the_label_of_step_t_reaches_only_later_steps_and_episodes_are_independent(model):
     x, y = _episode()
     logits = model(x, y)
