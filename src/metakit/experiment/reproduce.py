@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from .. import distributed
 from ..errors import MetakitError
 from ..files import save_json
 from .config import load_config
@@ -109,7 +110,9 @@ def hardware(device: str) -> str:
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
     threads = torch.get_num_threads()
     plural = "s" if threads > 1 else ""
-    return f"{platform.machine()} CPU, {threads} thread{plural}, torch {torch.__version__}"
+    ranks = distributed.world_size()
+    processes = f"{ranks} processes (torchrun) x " if ranks > 1 else ""
+    return f"{platform.machine()} CPU, {processes}{threads} thread{plural}, torch {torch.__version__}"
 
 
 SMOKE_NOTE = ("smoke budget: a check that the command runs end to end, on a few iterations and tasks; "
