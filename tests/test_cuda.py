@@ -65,3 +65,16 @@ def test_maml_trpo_with_its_policy_on_cuda_takes_the_cpu_episodes(tmp_path):
         json.loads(first[1])["return_before"], rel=1e-5
     )
     assert runs["cuda"]["returns_after_steps"].keys() == runs["cpu"]["returns_after_steps"].keys()
+
+
+def test_rl2_with_its_policy_on_cuda_takes_the_cpu_trials(tmp_path):
+    """The GRU policy and PPO on CUDA, the bandits on the CPU; actions are drawn on the CPU from
+    the policy's probabilities, so the first iteration's trials equal a CPU run's."""
+    overrides = ["train.meta_batch_size=8", "train.episodes=5", "train.iterations=2", "eval.num_tasks=4"]
+    runs = {
+        device: train(load_config("rl2-bandits", overrides), tmp_path / device, device=device, progress=False)
+        for device in ("cpu", "cuda")
+    }
+    first = [json.loads((tmp_path / d / "metrics.jsonl").read_text().splitlines()[0]) for d in ("cpu", "cuda")]
+    assert first[0]["trial_return"] == pytest.approx(first[1]["trial_return"], rel=1e-6)
+    assert runs["cuda"]["trial_return"] == pytest.approx(runs["cpu"]["trial_return"], abs=1.0)

@@ -49,6 +49,7 @@ class RL2Config(MetaRLConfig):
 
 class RL2Experiment(MetaRLAlgorithm):
     Config = RL2Config
+    cuda_ready = True  # the GRU policy and its updates on the device, the environments on the CPU
     curve = {"trial_return": "training trials"}
     curve_ylabel = "mean trial return"
 
@@ -61,7 +62,7 @@ class RL2Experiment(MetaRLAlgorithm):
             )
         self.policy = RecurrentPolicy(
             self.env.observation_size, self.env.action_size, config.policy.recurrent_size
-        )
+        ).to(device)
         a = config.algorithm
         self.algo = RL2(
             self.policy,

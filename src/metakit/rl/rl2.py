@@ -140,4 +140,5 @@ class RL2(nn.Module):
                  progress: bool = False) -> torch.Tensor:
         """Total reward of one trial on each task: [T]."""
         parts = tqdm(tasks.split(chunk), desc="evaluating", disable=not progress, leave=False)
-        return torch.cat([sample_trials(env, self.policy, p, episodes, generator).totals() for p in parts])
+        totals = [sample_trials(env, self.policy, p, episodes, generator).totals() for p in parts]
+        return torch.cat(totals).cpu()

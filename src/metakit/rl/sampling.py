@@ -98,21 +98,22 @@ def sample_trials(
         raise MetakitError(f"sample_trials needs a discrete-action environment, got {type(env).__name__}")
     env.set_tasks(tasks)
     batch = tasks.shape[0]
+    device = next(policy.parameters(), torch.empty(0)).device  # the env steps on the CPU
     hidden, prev_action = None, torch.full((batch,), -1)
     prev_reward, prev_done = torch.zeros(batch), torch.zeros(batch, dtype=torch.bool)
     record = {k: [] for k in ("inputs", "actions", "rewards", "log_probs", "values")}
     for _ in range(episodes):
         obs = env.reset(1, generator)[:, 0]
         for _ in range(env.horizon):
-            x = policy.inputs(obs, prev_action, prev_reward, prev_done)[:, None]
+            x = policy.inputs(*(t.to(device) for t in (obs, prev_action, prev_reward, prev_done)))[:, None]
             log_probs, value, hidden = policy(x, hidden)
-            action = torch.multinomial(log_probs[:, 0].exp(), 1, generator=generator)[:, 0]
+            # drawn on the CPU with the CPU generator: the same actions whatever the policy's device
+            action = torch.multinomial(log_probs[:, 0].exp().cpu(), 1, generator=generator)[:, 0]
             obs, reward, done = env.step(action[:, None], generator)
             obs, reward, done = obs[:, 0], reward[:, 0], done[:, 0]
-            for key, item in zip(
-                record,
-                (x[:, 0], action, reward, log_probs[:, 0].gather(-1, action[:, None])[:, 0], value[:, 0]),
-            ):
+            taken = action.to(device)
+            chosen = log_probs[:, 0].gather(-1, taken[:, None])[:, 0]
+            for key, item in zip(record, (x[:, 0], taken, reward.to(device), chosen, value[:, 0])):
                 record[key].append(item)
             prev_action, prev_reward, prev_done = action, reward, done
             if done.any():
