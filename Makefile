@@ -7,6 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
+PEERS ?= .venv-peers
 
 .PHONY: demo test bench install clean
 
@@ -27,9 +28,14 @@ test: $(VENV)/.installed
 	$(PY) -m ruff check src tests benchmarks
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto  # one single-threaded worker a core: small ops run fastest so
 
-bench: $(VENV)/.installed
+$(PEERS)/.installed:
+	bash benchmarks/peers_env.sh $(PEERS) "$(TORCH_SPEC)"
+	touch $@
+
+# parallel-metalearn here (numpy >= 2); learn2learn, higher and TorchOpt in $(PEERS) (numpy < 2)
+bench: $(VENV)/.installed $(PEERS)/.installed
 	$(PY) -m pip install -q -e ".[test,bench]"
-	$(PY) benchmarks/speed.py
+	$(PY) benchmarks/speed.py --peer-python $(PEERS)/bin/python
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(PEERS) runs

@@ -75,6 +75,6 @@ def test_rl2_with_its_policy_on_cuda_takes_the_cpu_trials(tmp_path):
         device: train(load_config("rl2-bandits", overrides), tmp_path / device, device=device, progress=False)
         for device in ("cpu", "cuda")
     }
-    first = [json.loads((tmp_path / d / "metrics.jsonl").read_text().splitlines()[0]) for d in ("cpu", "cuda")]
+    first = [json.loads((tmp_path / d / "metrics.jsonl").read_text().splitlines()[0]) for d in runs]
     assert first[0]["trial_return"] == pytest.approx(first[1]["trial_return"], rel=1e-6)
     assert runs["cuda"]["trial_return"] == pytest.approx(runs["cpu"]["trial_return"], abs=1.0)

@@ -110,8 +110,9 @@ torch.manual_seed(0)
 env = envs.Pendulum(horizon=10)
 policy = GaussianMLPPolicy(3, 1, (16,), activation="tanh")
 ensemble = DynamicsEnsemble(3, 1, models=2, hidden_sizes=(16,), generator=torch.Generator().manual_seed(0))
-algo = MBMPO(env, MAMLTRPO(policy, fast_lr=0.01, cg_damping=0.1), ensemble, env.sample_tasks(1)[0], num_tasks=4,
-             imagined_episodes=3, meta_steps=2, random_steps=40, model_fit={"epochs": 3, "batch_size": 20})
+meta = MAMLTRPO(policy, fast_lr=0.01, cg_damping=0.1)
+algo = MBMPO(env, meta, ensemble, env.sample_tasks(1)[0], num_tasks=4, imagined_episodes=3, meta_steps=2,
+             random_steps=40, model_fit={"epochs": 3, "batch_size": 20})
 generator = torch.Generator().manual_seed(0)
 returns = [algo.iteration(generator)["imagined_return"] for _ in range(3)]
 if distributed.is_main():

@@ -104,6 +104,23 @@ def test_sequence_episodes_hold_each_class_per_class_times_with_fresh_labels():
     assert (F.one_hot(instances - 1, 10).sum(1) == 5).all()  # instances 1..10, five times each
 
 
+def test_augmented_episodes_move_each_image_by_at_most_the_shift_and_keep_labels():
+    images = torch.zeros(6, 10, 20, 20, dtype=torch.uint8)
+    images[:, :, 8:12, 8:12] = 255  # a square in the middle: moving it loses no ink
+    plain = SequenceEpisodes(images, 5, 10).sample(4, torch.Generator().manual_seed(0))
+    moved = SequenceEpisodes(images, 5, 10, shift=2, rotate=15).sample(4, torch.Generator().manual_seed(0))
+    assert torch.equal(plain[1], moved[1])  # the same classes, order and labels
+    ink = moved[0].sum((-1, -2, -3))
+    torch.testing.assert_close(ink, torch.full_like(ink, 16.0), rtol=0.01, atol=0)  # bilinear: ~0.2% lost
+    grid = torch.arange(20.0)
+    rows, columns = (moved[0] * grid[:, None]).sum((-1, -2, -3)), (moved[0] * grid).sum((-1, -2, -3))
+    centre = torch.stack([rows, columns], -1)
+    offset = centre / ink[..., None] - 9.5  # the square's centre was (9.5, 9.5)
+    assert offset.abs().max() <= 2 + 1e-4 and (offset.norm(dim=-1) > 0.1).float().mean() > 0.9
+    with pytest.raises(MetakitError, match="shift must be a number in"):
+        SequenceEpisodes(images, 5, 10, shift=-1)
+
+
 def test_accuracy_by_instance_and_the_nearest_neighbour_by_hand():
     y = torch.tensor([[0, 1, 0, 1, 0]])
     instances = instance_numbers(y, 2)

@@ -28,6 +28,10 @@ class SequenceTaskConfig:
     image_size: int = check(lambda v: v >= 4, ">= 4", default=20)
     archives: list[str] = field(default_factory=lambda: list(MINIMAL))
     rotations: bool = True  # 90/180/270-degree rotations of the training classes as new classes
+    # training images moved by up to `shift` pixels and turned by up to `rotate` degrees, anew each
+    # episode (Santoro et al.'s augmentation; the test episodes are never moved)
+    shift: float = check(lambda v: 0 <= v < 180, "in [0, 180)", default=0.0)
+    rotate: float = check(lambda v: 0 <= v < 180, "in [0, 180)", default=0.0)
     validation_alphabets: list[str] = field(default_factory=list)
     test_alphabets: list[str] = field(default_factory=list)
 
@@ -114,7 +118,8 @@ class SequenceExperiment(Algorithm):
         super().__init__(config, device)
         torch.manual_seed(config.seed)  # the model's initial weights
         task, algo = config.task, config.algorithm
-        self.episodes = SequenceEpisodes(omniglot_split(config, "train"), task.classes, task.per_class)
+        self.episodes = SequenceEpisodes(omniglot_split(config, "train"), task.classes, task.per_class,
+                                         task.shift, task.rotate)
         if algo.name == "mann":
             self.model = MANN(task.image_size, task.classes, algo.controller_size, algo.slots, algo.slot_size,
                               algo.reads, algo.gamma, algo.key_strength,
