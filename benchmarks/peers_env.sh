@@ -23,4 +23,8 @@ sed -i "s/^use_cython = .*/use_cython = True/" "$source_dir/setup.py"  # regener
 "${pip[@]}" --no-deps --force-reinstall "$torch_spec"
 "${pip[@]}" --no-deps -e .
 "${pip[@]}" pyyaml tqdm pillow matplotlib gymnasium
-"$env_dir/bin/python" -c "import learn2learn, higher, torchopt, torch, numpy; print('peers:', torch.__version__, numpy.__version__)"
+# learn2learn imports torchvision, which needs the benchmark's shim beside a CPU-only torch
+"$env_dir/bin/python" -c "import sys; sys.path.insert(0, 'benchmarks'); import speed, torch, numpy
+found = {peer: speed.available(peer) for peer in ('learn2learn', 'higher', 'torchopt')}
+print('peers:', found, 'torch', torch.__version__, 'numpy', numpy.__version__)
+sys.exit(not all(found.values()))"
