@@ -48,7 +48,10 @@ OMNIGLOT_RUNS = {"maml": ["omniglot-maml-5way", "omniglot-maml-20way"],
 # on one thread): half the paper's tasks and episodes per iteration, 200 iterations
 CHEETAH_BUDGETS = {"smoke": ["train.iterations=1", "train.meta_batch_size=2", "train.episodes=2",
                              "env.horizon=10", "eval.num_tasks=2", "eval.episodes=2"],
-                   "hour": ["train.iterations=200", "train.meta_batch_size=20", "train.episodes=10"]}
+                   "hour": ["train.iterations=200", "train.meta_batch_size=20", "train.episodes=10"],
+                   # ~2 hours under `torchrun --nproc_per_node 2` on 2 cores (6.7 s an iteration)
+                   "two-hours": ["train.iterations=1000", "train.meta_batch_size=20", "train.episodes=10",
+                                 "train.checkpoint_every=10"]}
 
 REPRODUCTIONS = {
     # maml: the setting (meta-trained with K=10); maml-k5: meta-trained with K=5, the
