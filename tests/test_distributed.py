@@ -25,6 +25,17 @@ def torchrun(*args, timeout=120, env=None):
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment)
 
 
+def one_process_beside_two_ranks(script, tmp_path):
+    """The script in one process and under torchrun on 2 ranks, at the same time (the suite's
+    clock), each writing its result to one.pt / two.pt; returns both results."""
+    one = subprocess.Popen([sys.executable, str(script), tmp_path / "one.pt"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    two = torchrun(str(script), str(tmp_path / "two.pt"))
+    one_error = one.communicate(timeout=120)[1]
+    assert one.returncode == 0 and two.returncode == 0, (one_error + two.stderr)[-3000:]
+    return (torch.load(tmp_path / name, weights_only=True) for name in ("one.pt", "two.pt"))
+
+
 def metakit_train(out, iterations, *extra):
     sets = [item for value in [*TINY, f"train.iterations={iterations}"] for item in ("--set", value)]
     return ["-m", "metakit", "train", "sinusoid", "--out", str(out), "--quiet", *sets, *extra]
@@ -82,10 +93,7 @@ def test_maml_trpo_on_two_ranks_equals_one_process(tmp_path):
     through `torchrun -m metakit train` and a config, in float32."""
     script = tmp_path / "steps.py"
     script.write_text(MAML_TRPO_STEPS)
-    one = subprocess.run([sys.executable, str(script), tmp_path / "one.pt"], capture_output=True, text=True)
-    two = torchrun(str(script), str(tmp_path / "two.pt"))
-    assert one.returncode == 0 and two.returncode == 0, (one.stderr + two.stderr)[-3000:]
-    a, b = (torch.load(tmp_path / name, weights_only=True) for name in ("one.pt", "two.pt"))
+    a, b = one_process_beside_two_ranks(script, tmp_path)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-9, atol=1e-12)
 
@@ -130,11 +138,7 @@ def test_mbmpo_on_two_ranks_equals_one_process(tmp_path):
     the policy equal one process's after 3 iterations (float64, damping 0.1 as above)."""
     script = tmp_path / "mbmpo.py"
     script.write_text(MBMPO_ITERATIONS)
-    one = subprocess.run([sys.executable, str(script), tmp_path / "one.pt"], capture_output=True, text=True,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    two = torchrun(str(script), str(tmp_path / "two.pt"))
-    assert one.returncode == 0 and two.returncode == 0, (one.stderr + two.stderr)[-3000:]
-    a, b = (torch.load(tmp_path / name, weights_only=True) for name in ("one.pt", "two.pt"))
+    a, b = one_process_beside_two_ranks(script, tmp_path)
     assert a["data"]["observations"].shape == (40 + 2 * 4 * 10, 3)  # random steps, then one episode a task
     for part in a:
         torch.testing.assert_close(a[part], b[part], rtol=1e-7, atol=1e-9)
