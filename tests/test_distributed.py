@@ -117,15 +117,26 @@ torch.set_default_dtype(torch.float64)
 torch.manual_seed(0)
 env = envs.Pendulum(horizon=10)
 policy = GaussianMLPPolicy(3, 1, (16,), activation="tanh")
-ensemble = DynamicsEnsemble(3, 1, models=2, hidden_sizes=(16,), generator=torch.Generator().manual_seed(0))
+ensemble = DynamicsEnsemble(3, 1, models=3, hidden_sizes=(16,), generator=torch.Generator().manual_seed(0))
 meta = MAMLTRPO(policy, fast_lr=0.01, cg_damping=0.1)
 algo = MBMPO(env, meta, ensemble, env.sample_tasks(1)[0], num_tasks=4, imagined_episodes=3, meta_steps=2,
              random_steps=40, model_fit={"epochs": 3, "batch_size": 20})
 generator = torch.Generator().manual_seed(0)
-returns = [algo.iteration(generator)["imagined_return"] for _ in range(3)]
+rows = [algo.iteration(generator) for _ in range(3)]
+returns = [row["imagined_return"] for row in rows]
+# an ensemble fit alone, with a step size at which the models stop early at different epochs
+g = torch.Generator().manual_seed(0)
+obs, act = torch.randn(200, 3, generator=g), torch.randn(200, 1, generator=g)
+alone = DynamicsEnsemble(3, 1, models=3, hidden_sizes=(16,), lr=0.05,
+                         generator=torch.Generator().manual_seed(1))
+fits = [list(alone.fit(obs, act, obs + 0.1 * torch.tanh(obs * act), epochs=8, batch_size=20, patience=1,
+                       generator=g).values()) for _ in range(3)]
 if distributed.is_main():
+    adam = lambda e: [v for state in e.optimizer.state.values() for v in state.values()]  # noqa: E731
     torch.save({"policy": policy.state_dict(), "ensemble": ensemble.state_dict(), "data": algo.data,
-                "returns": torch.tensor(returns)}, sys.argv[1])
+                "returns": torch.tensor(returns), "adam": adam(ensemble), "fit": torch.tensor(fits),
+                "alone": [*alone.state_dict().values(), *adam(alone), torch.tensor(fits), g.get_state()]},
+               sys.argv[1])
 if distributed.world_size() > 1:
     torch.distributed.destroy_process_group()
 """
@@ -133,13 +144,18 @@ if distributed.world_size() > 1:
 
 def test_mbmpo_on_two_ranks_equals_one_process(tmp_path):
     """Each rank imagines its 2 of the 4 tasks (Pendulum starts and Gaussian actions drawn
-    task-first) and rolls out its 2 real episodes; the real episodes are gathered, so both
-    ranks fit the models on the same data: the real data, the ensemble and
-    the policy equal one process's after 3 iterations (float64, damping 0.1 as above)."""
+    task-first) and rolls out its 2 real episodes; the real episodes are gathered, and each
+    rank fits its own of the 3 models (1 and 2): the real data, the ensemble, its Adam state and
+    the policy equal one process's after 3 iterations (float64, damping 0.1 as above). An
+    ensemble fit alone, whose models stop early at different epochs, ends bit for bit as one
+    process's (weights, Adam state, record, the generator's draws)."""
     script = tmp_path / "mbmpo.py"
     script.write_text(MBMPO_ITERATIONS)
     a, b = one_process_beside_two_ranks(script, tmp_path)
     assert a["data"]["observations"].shape == (40 + 2 * 4 * 10, 3)  # random steps, then one episode a task
+    epochs = a["fit"][:, 1]  # [fit, model]: the epochs each model trained
+    assert (epochs < 8).any() and (epochs != epochs[:, :1]).any()  # stopped early, at different epochs
+    assert all(torch.equal(x, y) for x, y in zip(a["alone"], b["alone"]))  # and the same draws made
     for part in a:
         torch.testing.assert_close(a[part], b[part], rtol=1e-7, atol=1e-9)
 

@@ -106,6 +106,27 @@ def _draw(sample, shape, generator, **kwargs) -> torch.Tensor:
     return for_tasks(lambda n: sample(n, *shape[1:], generator=generator, **kwargs), shape[0])
 
 
+def own_range(count: int) -> tuple[int, int]:
+    """This rank's rows [first, last) of `count` independent items split as evenly as the
+    ranks allow (5 models on 2 ranks: 0-1 and 2-4); everything on one process."""
+    n, r = world_size(), rank()
+    return r * count // n, (r + 1) * count // n
+
+
+@torch.no_grad()
+def assemble_rows(tensors, first: int, last: int) -> None:
+    """Each rank computed rows [first, last) of every tensor (its `own_range`): afterwards
+    every rank holds every rank's rows, in place (one summing collective over zero-padded copies)."""
+    if world_size() == 1:
+        return
+    tensors = list(tensors)
+    for t in tensors:
+        t[:first] = 0
+        t[last:] = 0
+    for dtype in sorted({t.dtype for t in tensors}, key=str):  # exact: each row is one rank's, 0 elsewhere
+        _reduce_flat([t for t in tensors if t.dtype == dtype], "sum")
+
+
 def gather_tasks(tensor: torch.Tensor) -> torch.Tensor:
     """The whole batch [T, ...] from each rank's equal share [T/N, ...], in rank order, on every rank."""
     if world_size() == 1:
@@ -150,7 +171,7 @@ def _reduce_flat(tensors: list[torch.Tensor], how: str) -> None:
     if not tensors:
         return
     flat = torch.cat([t.reshape(-1) for t in tensors])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM if how == "mean" else dist.ReduceOp.MAX)
+    dist.all_reduce(flat, op=dist.ReduceOp.MAX if how == "max" else dist.ReduceOp.SUM)
     if how == "mean":
         flat.div_(world_size())
     offset = 0
@@ -167,7 +188,7 @@ def average_tensors(tensors) -> None:
     if world_size() == 1:
         return
     tensors = list(tensors)
-    for dtype in {t.dtype for t in tensors}:
+    for dtype in sorted({t.dtype for t in tensors}, key=str):  # one order on every rank
         group = [t for t in tensors if t.dtype == dtype]
         _reduce_flat(group, "mean" if dtype.is_floating_point else "max")
 
@@ -181,6 +202,17 @@ def average(value: torch.Tensor | float) -> float:
         tensor = tensor.cuda()
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor.item() / world_size()
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is true on any rank."""
+    if world_size() == 1:
+        return flag
+    tensor = torch.tensor([float(flag)])
+    if dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
 
 
 def barrier() -> None:

@@ -16,6 +16,7 @@ import math
 import torch
 from torch import nn
 
+from .. import distributed
 from ..errors import MetakitError
 from ..nets.batched import BatchedMLP
 
@@ -142,7 +143,12 @@ class DynamicsEnsemble(nn.Module):
             )
         x = (inputs - self.input_mean) / self.input_std
         y = (targets - self.target_mean) / self.target_std
-        order = torch.stack([torch.randperm(n, generator=generator) for _ in range(k)])  # [K, N]
+        # under torchrun each rank trains its own models (`first:last`) on the draws one process
+        # makes for all K, and the ranks agree each epoch whether any model is still improving:
+        # weights, Adam state and draws end as one process leaves them
+        first, last = distributed.own_range(k) if k >= distributed.world_size() else (0, k)
+        mine = None if (first, last) == (0, k) else torch.arange(first, last)
+        order = torch.stack([torch.randperm(n, generator=generator) for _ in range(k)])[first:last]
         train_index, valid_index = order[:, valid:], order[:, :valid]
         if max_updates is not None:
             epochs = min(epochs, math.ceil(max_updates / math.ceil((n - valid) / batch_size)))
@@ -152,20 +158,21 @@ class DynamicsEnsemble(nn.Module):
         trained = torch.zeros(k, dtype=torch.long)
         for _ in range(epochs):
             active = since < patience
-            if not active.any():
+            if not distributed.any_rank(bool(active[first:last].any())):
                 break
             trained += active.long()
             shuffled = train_index.gather(
-                1, torch.stack([torch.randperm(n - valid, generator=generator) for _ in range(k)])
+                1, torch.stack([torch.randperm(n - valid, generator=generator) for _ in range(k)])[first:last]
             )
             for start in range(0, n - valid, batch_size):
                 batch = shuffled[:, start : start + batch_size]  # [K, B]: each model its own rows
-                loss = (self.net(x[batch]) - y[batch]).square().mean((1, 2)).sum()
+                loss = (self.net(x[batch], mine) - y[batch]).square().mean((1, 2)).sum()
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
             with torch.no_grad():
-                losses = (self.net(x[valid_index]) - y[valid_index]).square().mean((1, 2))
+                losses = torch.full((k,), math.inf)
+                losses[first:last] = (self.net(x[valid_index], mine) - y[valid_index]).square().mean((1, 2))
                 better = (losses < best) & active
                 best = torch.where(better, losses, best)
                 since = torch.where(better, 0, since + 1)
@@ -174,4 +181,8 @@ class DynamicsEnsemble(nn.Module):
         with torch.no_grad():  # each model keeps its best epoch's weights
             for saved, p in zip(best_state, self.net.parameters()):
                 p.copy_(saved)
+        if mine is not None:  # every rank gets every model, its Adam state and its record
+            moments = [v for p in self.net.parameters() for name, v in self.optimizer.state[p].items()
+                       if name != "step"]
+            distributed.assemble_rows([*self.net.parameters(), *moments, best, trained], first, last)
         return {"valid_loss": best.tolist(), "epochs": trained.tolist()}
