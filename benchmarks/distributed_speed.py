@@ -9,6 +9,8 @@ Writes benchmarks/results/distributed-cpu.json.
         --out benchmarks/results/distributed-cheetah-cpu.json     # MAML-TRPO at the paper's size
     python benchmarks/distributed_speed.py --cases mbmpo-halfcheetah --rounds 1 --iterations 3 \
         --out benchmarks/results/distributed-mbmpo-cpu.json       # the 3rd MB-MPO iteration
+    python benchmarks/distributed_speed.py --cases omniglot-mann --rounds 3 --iterations 200 \
+        --out benchmarks/results/distributed-mann-cpu.json        # MANN's updates
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ CASES = {  # config -> overrides that keep a round short
     ],
     # MB-MPO at the bundled size (20 tasks x 20 imagined episodes, 10 meta-steps an iteration)
     "mbmpo-halfcheetah": ["train.log_every=1"],
+    # MANN: 16 augmented episodes of 50 steps an update, the bundled model
+    "omniglot-mann": ["task.shift=2", "task.rotate=10", "train.log_every=10", "train.validate_every=0",
+                      "eval.num_episodes=10"],
 }
 DEFAULT_CASES = ["sinusoid", "omniglot-maml-5way"]
 

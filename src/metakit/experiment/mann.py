@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..data.omniglot import MINIMAL
 from ..memory import MANN, LSTMBaseline
 from ..tasks import SequenceEpisodes
@@ -113,6 +114,7 @@ class SequenceExperiment(Algorithm):
     named_sections = {"task": ["omniglot"]}
     curve = {"loss": "cross-entropy per step", "accuracy": "training accuracy"}
     curve_ylabel = "training episodes"
+    shard_key = "train.meta_batch_size"  # under torchrun each rank runs its share of the episodes
 
     def __init__(self, config: SequenceConfig, device: str = "cpu"):
         super().__init__(config, device)
@@ -130,14 +132,19 @@ class SequenceExperiment(Algorithm):
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=algo.lr)
 
     def step(self, generator):
-        x, y = (t.to(self.device) for t in self.episodes.sample(self.config.train.meta_batch_size, generator))
+        # every rank draws the whole batch and keeps its share; equal shares make the mean of the
+        # ranks' mean gradients the whole batch's, clipped as one process clips it
+        episodes = self.episodes.sample(self.config.train.meta_batch_size, generator)
+        x, y = (distributed.shard(t).to(self.device) for t in episodes)
         logits = self.model(x, y)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.average_gradients(self.model.parameters())
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.algorithm.grad_clip)
         self.optimizer.step()
-        return {"loss": loss.item(), "accuracy": (logits.argmax(-1) == y).float().mean().item()}
+        accuracy = (logits.argmax(-1) == y).float().mean()
+        return {"loss": distributed.average(loss.detach()), "accuracy": distributed.average(accuracy)}
 
     def state_dict(self):
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
