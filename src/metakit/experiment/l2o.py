@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .. import distributed
 from ..data.mnist import load_classification
 from ..errors import MetakitError
 from ..optim import CoordinatewiseLSTM, LearnedOptimizer
@@ -174,6 +175,7 @@ class L2OExperiment(Algorithm):
              "final_loss": "objective after the last step"}
     curve_ylabel = "epochs (problems optimised)"
     curve_log_scale = True
+    shard_key = "task.num_problems"  # under torchrun each rank optimises its share of the problems
 
     def __init__(self, config: L2OConfig, device: str = "cpu"):
         super().__init__(config, device)
@@ -211,19 +213,23 @@ class L2OExperiment(Algorithm):
 
     def step(self, generator):
         task, unroll = self.config.task, self.config.train.unroll
-        problems = self.problems("train", task.num_problems, generator)
-        theta = problems.init(generator)
-        state = self.net.initial_state(theta.numel())
-        meta_losses = []
-        for start in range(0, task.steps, unroll):
-            meta_loss, theta, state = meta_unroll(self.net, problems, theta, state,
-                                                  min(unroll, task.steps - start), generator)
-            self.optimizer.zero_grad(set_to_none=True)
-            meta_loss.backward()
-            self.optimizer.step()
-            meta_losses.append(meta_loss.item() / (min(unroll, task.steps - start) + 1))
+        # under torchrun each rank optimises its share of the problems (drawn problem-first, as
+        # one process draws them) and the meta-gradients are averaged: one process's update
+        with distributed.task_share(task.num_problems):
+            problems = self.problems("train", task.num_problems // distributed.world_size(), generator)
+            theta = problems.init(generator)
+            state = self.net.initial_state(theta.numel())
+            meta_losses = []
+            for start in range(0, task.steps, unroll):
+                steps = min(unroll, task.steps - start)
+                meta_loss, theta, state = meta_unroll(self.net, problems, theta, state, steps, generator)
+                self.optimizer.zero_grad(set_to_none=True)
+                meta_loss.backward()
+                distributed.average_gradients(self.net.parameters())
+                self.optimizer.step()
+                meta_losses.append(distributed.average(meta_loss.detach()) / (steps + 1))
         with torch.no_grad():
-            final = problems.objective(theta).mean().item()
+            final = distributed.average(problems.objective(theta).mean())
         return {"meta_loss": sum(meta_losses) / len(meta_losses), "final_loss": final}
 
     def state_dict(self):

@@ -5,12 +5,17 @@ Every family has the same interface:
     theta = problems.init(generator)          # [P, size], the starting point of each problem
     problems.loss(theta, generator) -> [P]    # what an optimiser sees (a minibatch loss)
     problems.objective(theta) -> [P]          # what is reported (the full-data loss)
+
+Random numbers are drawn problem-first (`distributed.for_tasks`): built inside
+`distributed.task_share(total)`, P problems are this rank's rows of the `total` one process
+would build, with the same starts and minibatches.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..errors import MetakitError
 
 ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": torch.relu}
@@ -29,11 +34,11 @@ class QuadraticProblems:
     def __init__(self, num_problems: int, dims: int = 10, generator: torch.Generator | None = None,
                  device: str = "cpu"):
         self.num_problems, self.size = num_problems, dims
-        self.W = torch.randn(num_problems, dims, dims, generator=generator).to(device)
-        self.y = torch.randn(num_problems, dims, generator=generator).to(device)
+        self.W = distributed.randn(num_problems, dims, dims, generator=generator).to(device)
+        self.y = distributed.randn(num_problems, dims, generator=generator).to(device)
 
     def init(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        return 0.01 * torch.randn(self.num_problems, self.size, generator=generator).to(self.W.device)
+        return 0.01 * distributed.randn(self.num_problems, self.size, generator=generator).to(self.W.device)
 
     def objective(self, theta: torch.Tensor) -> torch.Tensor:
         _check_theta(theta, self.num_problems, self.size)
@@ -57,7 +62,7 @@ class MLPProblems:
         if images.dim() != 2 or labels.shape != images.shape[:1]:
             raise MetakitError(f"images must be [examples, features] with labels [examples], got "
                                f"{tuple(images.shape)} and {tuple(labels.shape)}")
-        self.images, self.labels = images.float(), labels.long()
+        self.images, self.labels = images.to(torch.get_default_dtype()), labels.long()
         self.classes = classes or int(labels.max()) + 1
         self.num_problems, self.batch_size = num_problems, batch_size
         self.activation = ACTIVATIONS[activation]
@@ -66,7 +71,8 @@ class MLPProblems:
         self.size = sum(n_in * n_out + n_out for n_in, n_out in self.shapes)
 
     def init(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        return 0.01 * torch.randn(self.num_problems, self.size, generator=generator).to(self.images.device)
+        theta = 0.01 * distributed.randn(self.num_problems, self.size, generator=generator)
+        return theta.to(self.images.device)
 
     def logits(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """x [P, B, features] (or [B, features], shared by all problems) -> [P, B, classes]."""
@@ -82,8 +88,8 @@ class MLPProblems:
 
     def loss(self, theta: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         _check_theta(theta, self.num_problems, self.size)
-        index = torch.randint(len(self.labels), (self.num_problems, self.batch_size), generator=generator)
-        index = index.to(self.images.device)
+        draw = lambda n: torch.randint(len(self.labels), (n, self.batch_size), generator=generator)  # noqa: E731
+        index = distributed.for_tasks(draw, self.num_problems).to(self.images.device)
         logits = self.logits(theta, self.images[index])
         return F.cross_entropy(logits.flatten(0, 1), self.labels[index].flatten(),
                                reduction="none").view(self.num_problems, -1).mean(1)
