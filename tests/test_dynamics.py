@@ -71,6 +71,62 @@ def test_a_second_fit_starts_where_the_first_ended():
     assert max(again["valid_loss"]) < 3 * max(first["valid_loss"])  # not back at an untrained model's ~1
 
 
+def test_weight_normalised_models_start_as_plain_ones_and_learn_their_gains():
+    plain = DynamicsEnsemble(3, 2, models=2, hidden_sizes=(8,), generator=torch.Generator().manual_seed(0))
+    normed = DynamicsEnsemble(3, 2, models=2, hidden_sizes=(8,), generator=torch.Generator().manual_seed(0),
+                              weight_norm=True)
+    s, u = torch.randn(2, 5, 3), torch.randn(2, 5, 2)
+    torch.testing.assert_close(normed.predict(s, u), plain.predict(s, u))
+    w, g = normed.net.weights[0], normed.net.gains[0]
+    assert g.shape == (2, 1, 8)
+    normed.predict(s, u).sum().backward()
+    assert g.grad.abs().sum() > 0  # g is learned
+    # the weight's direction only: scaling v leaves the model unchanged
+    before = normed.predict(s, u).detach()
+    with torch.no_grad():
+        w.mul_(3.0)
+    torch.testing.assert_close(normed.predict(s, u), before)
+
+
+def test_the_rolling_average_rule_stops_when_the_average_rises_and_keeps_the_last_weights():
+    """The official rule by hand: the average starts at 1.5 x the first validation loss (the
+    previous one at 2 x), then avg <- 0.5 avg + 0.5 loss; a model stops after the epoch whose
+    average rose. On pure noise the validation loss soon stops falling, so each model stops
+    early, and the loss reported is its last epoch's (not its best)."""
+    generator = torch.Generator().manual_seed(0)
+    s, u = torch.randn(400, 3, generator=generator), torch.randn(400, 2, generator=generator)
+    noise = torch.randn(400, 3, generator=generator)
+    ensemble = DynamicsEnsemble(3, 2, models=3, hidden_sizes=(32,), lr=0.01, generator=generator)
+    losses = []  # each epoch's validation losses, recorded by a copy of the rule's inputs
+    original = ensemble.net.forward
+
+    def recording(x, index=None):
+        out = original(x, index)
+        if not torch.is_grad_enabled():
+            losses.append(out)
+        return out
+
+    ensemble.net.forward = recording
+    info = ensemble.fit(s, u, s + noise, epochs=40, batch_size=50, generator=torch.Generator().manual_seed(1),
+                        rolling=0.5)
+    ensemble.net.forward = original
+    assert min(info["epochs"]) < 40 and len(set(info["epochs"])) > 1  # stopped, at different epochs
+    y = (noise - noise.mean(0)) / noise.std(0)
+    drawn = torch.Generator().manual_seed(1)  # the fit's first draws: each model's split
+    order = torch.stack([torch.randperm(400, generator=drawn) for _ in range(3)])
+    valid = [(out - y[order[:, :80]]).square().mean((1, 2)) for out in losses]  # [epoch][model]
+    for m in range(3):
+        average, previous, stopped = 1.5 * valid[0][m], 2.0 * valid[0][m], None
+        for epoch, loss in enumerate(v[m] for v in valid):
+            average = 0.5 * average + 0.5 * loss
+            if previous < average:
+                stopped = epoch
+                break
+            previous = average
+        assert info["epochs"][m] == stopped + 1
+        assert info["valid_loss"][m] == pytest.approx(valid[stopped][m].item())
+
+
 def test_ensemble_errors_are_clear():
     ensemble = DynamicsEnsemble(3, 2, models=2, hidden_sizes=(4,))
     with pytest.raises(MetakitError, match=r"observations \[..., 3\] and actions \[..., 2\]"):
@@ -79,6 +135,8 @@ def test_ensemble_errors_are_clear():
         ensemble.fit(torch.zeros(1, 3), torch.zeros(1, 2), torch.zeros(1, 3))
     with pytest.raises(MetakitError, match="models, observation_size and action_size >= 1"):
         DynamicsEnsemble(3, 2, models=0)
+    with pytest.raises(MetakitError, match=r"rolling must be None or in \(0, 1\), got 1.5"):
+        ensemble.fit(torch.zeros(4, 3), torch.zeros(4, 2), torch.zeros(4, 3), rolling=1.5)
 
 
 def test_a_model_env_steps_each_task_with_its_own_model():

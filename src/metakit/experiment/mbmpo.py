@@ -39,6 +39,11 @@ class MBMPOSection:
         lambda v: v is None or v > 0, "null or > 0", default=None
     )  # at most, per fit
     patience: int = check(*positive, default=5)  # epochs without a better validation loss
+    # the official code's rule instead: stop when this running average of the validation loss
+    # rises (0.99 there), keeping the last weights; null: the best epoch and `patience`
+    model_rolling: float | None = check(lambda v: v is None or 0 < v < 1, "null or in (0, 1)", default=None)
+    model_weight_norm: bool = check(lambda v: isinstance(v, bool), "true or false",
+                                    default=False)  # weight-normalised models, as the official code's
     valid_fraction: float = check(lambda v: 0 < v < 1, "in (0, 1)", default=0.2)
     buffer_size: int = check(*positive, default=100_000)  # the last real transitions kept
 
@@ -78,6 +83,7 @@ class MBMPOExperiment(MetaRLAlgorithm):
             tuple(a.model_hidden_sizes),
             a.model_lr,
             torch.Generator().manual_seed(seed),
+            a.model_weight_norm,
         )
         fit = {
             "batch_size": a.model_batch_size,
@@ -85,6 +91,7 @@ class MBMPOExperiment(MetaRLAlgorithm):
             "patience": a.patience,
             "epochs": a.model_epochs,
             "max_updates": a.model_updates,
+            "rolling": a.model_rolling,
         }
         self.mbmpo = MBMPO(
             self.env,

@@ -14,9 +14,12 @@ from ..errors import MetakitError
 class BatchedMLP(nn.Module):
     """`num_tasks` independent MLPs as one module: weights [T, in, out]; x [T, N, in] ->
     [T, N, out]. Each task's layers start as nn.Linear's would (U(+-1/sqrt(fan_in))), and
-    a loss summed over tasks gives each task's slice its own gradient."""
+    a loss summed over tasks gives each task's slice its own gradient. `weight_norm`: each
+    layer's weight is g * v / ||v|| per output unit (Salimans & Kingma 2016; g and v learned,
+    g starting at ||v|| so the network starts as without it), as MB-MPO's official models are."""
 
-    def __init__(self, num_tasks: int, sizes: list[int], generator: torch.Generator | None = None):
+    def __init__(self, num_tasks: int, sizes: list[int], generator: torch.Generator | None = None,
+                 weight_norm: bool = False):
         super().__init__()
         if num_tasks < 1 or len(sizes) < 2 or min(sizes) < 1:
             raise MetakitError(
@@ -31,11 +34,16 @@ class BatchedMLP(nn.Module):
             self.biases.append(
                 nn.Parameter((torch.rand(num_tasks, 1, n_out, generator=generator) * 2 - 1) * bound)
             )
+        self.gains = nn.ParameterList(
+            [nn.Parameter(w.detach().norm(dim=1, keepdim=True)) for w in self.weights] if weight_norm else []
+        )
 
     def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """x [T, N, in] -> [T, N, out], network t on x[t]; with `index` (long [B]), network
         index[b] on x[b] (x [B, N, in]): several rows may share a network."""
         for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            if len(self.gains):  # [T, 1, out] gains times unit-norm columns
+                weight = self.gains[i] * weight / weight.norm(dim=1, keepdim=True)
             if index is not None:
                 weight, bias = weight[index], bias[index]
             x = torch.baddbmm(bias, x, weight)

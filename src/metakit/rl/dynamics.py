@@ -7,6 +7,10 @@ state from (s, a), trained and queried as one batched computation (weights stack
     model keeps the weights of its best validation epoch and stops when that has not improved
     for `patience` epochs (early stopping per model); a later fit starts from the current
     weights and optimiser (warm start).
+
+The official code's stopping rule is also here (`fit(rolling=0.99)`): a model stops when the
+running average of its validation loss, avg <- rolling avg + (1 - rolling) loss, rises, and
+keeps its last weights; with `weight_norm=True` the models are weight-normalised, as there.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class DynamicsEnsemble(nn.Module):
         hidden_sizes: tuple[int, ...] = (512, 512),
         lr: float = 1e-3,
         generator: torch.Generator | None = None,
+        weight_norm: bool = False,
     ):
         super().__init__()
         if models < 1 or observation_size < 1 or action_size < 1:
@@ -39,7 +44,7 @@ class DynamicsEnsemble(nn.Module):
             )
         self.observation_size, self.action_size, self.models = observation_size, action_size, models
         self.net = BatchedMLP(
-            models, [observation_size + action_size, *hidden_sizes, observation_size], generator
+            models, [observation_size + action_size, *hidden_sizes, observation_size], generator, weight_norm
         )
         inputs = observation_size + action_size
         for name, size in (
@@ -116,10 +121,14 @@ class DynamicsEnsemble(nn.Module):
         patience: int = 5,
         generator: torch.Generator | None = None,
         max_updates: int | None = None,
+        rolling: float | None = None,
     ) -> dict:
         """Train on transitions [N, ...] (each model its own split) for at most `epochs` epochs
         and `max_updates` Adam steps (a bound on time as the data grows); returns per-model
-        best validation losses and the epochs each trained."""
+        validation losses (of the weights kept) and the epochs each trained. `rolling` (in
+        (0, 1)) switches from the best-epoch rule to the official running-average rule."""
+        if rolling is not None and not 0 < rolling < 1:
+            raise MetakitError(f"rolling must be None or in (0, 1), got {rolling!r}")
         self._check(observations, actions)
         if next_observations.shape != observations.shape or observations.dim() != 2:
             raise MetakitError(
@@ -152,12 +161,12 @@ class DynamicsEnsemble(nn.Module):
         train_index, valid_index = order[:, valid:], order[:, :valid]
         if max_updates is not None:
             epochs = min(epochs, math.ceil(max_updates / math.ceil((n - valid) / batch_size)))
-        best = torch.full((k,), math.inf)
+        best = torch.full((k,), math.inf)  # the validation loss of the weights each model keeps
         best_state = [p.detach().clone() for p in self.net.parameters()]
         since = torch.zeros(k, dtype=torch.long)
         trained = torch.zeros(k, dtype=torch.long)
-        for _ in range(epochs):
-            active = since < patience
+        active = torch.ones(k, dtype=torch.bool)
+        for epoch in range(epochs):
             if not distributed.any_rank(bool(active[first:last].any())):
                 break
             trained += active.long()
@@ -173,12 +182,21 @@ class DynamicsEnsemble(nn.Module):
             with torch.no_grad():
                 losses = torch.full((k,), math.inf)
                 losses[first:last] = (self.net(x[valid_index], mine) - y[valid_index]).square().mean((1, 2))
-                better = (losses < best) & active
-                best = torch.where(better, losses, best)
-                since = torch.where(better, 0, since + 1)
+                if rolling is None:  # keep the best epoch; stop after `patience` epochs without one
+                    keep = (losses < best) & active
+                    since = torch.where(keep, 0, since + 1)
+                    following = since < patience
+                else:  # keep the last epoch; stop when the running average rises (official start)
+                    if epoch == 0:
+                        average, previous = 1.5 * losses, 2.0 * losses
+                    average = rolling * average + (1 - rolling) * losses
+                    keep, following = active, active & ~(previous < average)
+                    previous = average
+                best = torch.where(keep, losses, best)
                 for saved, p in zip(best_state, self.net.parameters()):
-                    saved[better] = p[better]
-        with torch.no_grad():  # each model keeps its best epoch's weights
+                    saved[keep] = p[keep]
+                active = following
+        with torch.no_grad():  # each model keeps the weights its rule chose
             for saved, p in zip(best_state, self.net.parameters()):
                 p.copy_(saved)
         if mine is not None:  # every rank gets every model, its Adam state and its record
