@@ -78,3 +78,21 @@ def test_rl2_with_its_policy_on_cuda_takes_the_cpu_trials(tmp_path):
     first = [json.loads((tmp_path / d / "metrics.jsonl").read_text().splitlines()[0]) for d in runs]
     assert first[0]["trial_return"] == pytest.approx(first[1]["trial_return"], rel=1e-6)
     assert runs["cuda"]["trial_return"] == pytest.approx(runs["cpu"]["trial_return"], abs=1.0)
+
+
+def test_mbmpo_with_its_models_on_cuda_takes_the_cpu_random_steps(tmp_path):
+    """The dynamics ensemble, the imagined episodes, the policy and TRPO on CUDA, the real
+    environment on the CPU: the random first steps are the CPU run's, the models fit them
+    about as well, and the checkpoint resumes on CUDA."""
+    tiny = ["algorithm.meta_steps=2", "train.episodes=4", "algorithm.model_epochs=5"]
+    runs = {
+        device: train(load_config("mbmpo-nav2d", [*tiny, "train.iterations=2"]), tmp_path / device,
+                      device=device, progress=False)
+        for device in ("cpu", "cuda")
+    }
+    first = [json.loads((tmp_path / d / "metrics.jsonl").read_text().splitlines()[0]) for d in runs]
+    assert first[0]["real_steps"] == first[1]["real_steps"] == 1000
+    assert first[1]["model_valid_loss"] == pytest.approx(first[0]["model_valid_loss"], rel=1e-2)
+    resumed = train(load_config("mbmpo-nav2d", [*tiny, "train.iterations=3"]), tmp_path / "cuda", resume=True,
+                    device="cuda", progress=False)
+    assert resumed["real_steps"] > runs["cuda"]["real_steps"] > 1000

@@ -67,6 +67,7 @@ class MBMPOExperiment(MetaRLAlgorithm):
 
     Config = MBMPOConfig
     shard_key = "train.meta_batch_size"  # under torchrun each rank rolls out its share of the tasks
+    cuda_ready = True  # the policy, the ensemble and the imagined episodes on the device; MuJoCo on the CPU
     curve = {"return": "meta-policy", "return_adapted": "after one step"}
     curve_ylabel = "real return"
 
@@ -74,7 +75,7 @@ class MBMPOExperiment(MetaRLAlgorithm):
         super().__init__(config, device)
         a, seed = config.algorithm, config.seed
         self.task = self.env.sample_tasks(1, torch.Generator().manual_seed(seed))[0]  # the one real task
-        self.policy = policy_from_config(self.env, config.policy)
+        self.policy = policy_from_config(self.env, config.policy).to(device)
         meta = MAMLTRPO(self.policy, a.fast_lr, 1, False, a.gamma, a.gae_lambda, a.max_kl, a.cg_damping)
         ensemble = DynamicsEnsemble(
             self.env.observation_size,
@@ -84,7 +85,7 @@ class MBMPOExperiment(MetaRLAlgorithm):
             a.model_lr,
             torch.Generator().manual_seed(seed),
             a.model_weight_norm,
-        )
+        ).to(device)
         fit = {
             "batch_size": a.model_batch_size,
             "valid_fraction": a.valid_fraction,

@@ -58,8 +58,8 @@ class MetaRLAlgorithm(Algorithm):
     def __init__(self, config, device: str = "cpu"):
         if device != "cpu" and not self.cuda_ready:
             raise MetakitError(
-                f"{config.algorithm.name} runs on the CPU for now (only maml-trpo, rl2, ppo and "
-                f"trpo run their policy on CUDA); got --device {device}"
+                f"{config.algorithm.name} runs on the CPU for now (maml-trpo, mbmpo, rl2, ppo and "
+                f"trpo run on CUDA); got --device {device}"
             )
         super().__init__(config, device)
         torch.manual_seed(config.seed)  # the policy's initial weights

@@ -135,6 +135,10 @@ class DynamicsEnsemble(nn.Module):
                 f"fit expects observations and next_observations [N, {self.observation_size}], "
                 f"got {tuple(observations.shape)} and {tuple(next_observations.shape)}"
             )
+        device = self.input_mean.device  # the data moves to the models; indices are drawn on the CPU
+        observations, actions, next_observations = (
+            t.to(device) for t in (observations, actions, next_observations)
+        )
         n, k = observations.shape[0], self.models
         valid = max(1, int(round(n * valid_fraction)))
         if n - valid < 1:
@@ -156,23 +160,22 @@ class DynamicsEnsemble(nn.Module):
         # makes for all K, and the ranks agree each epoch whether any model is still improving:
         # weights, Adam state and draws end as one process leaves them
         first, last = distributed.own_range(k) if k >= distributed.world_size() else (0, k)
-        mine = None if (first, last) == (0, k) else torch.arange(first, last)
-        order = torch.stack([torch.randperm(n, generator=generator) for _ in range(k)])[first:last]
+        mine = None if (first, last) == (0, k) else torch.arange(first, last, device=device)
+        order = torch.stack([torch.randperm(n, generator=generator) for _ in range(k)])[first:last].to(device)
         train_index, valid_index = order[:, valid:], order[:, :valid]
         if max_updates is not None:
             epochs = min(epochs, math.ceil(max_updates / math.ceil((n - valid) / batch_size)))
-        best = torch.full((k,), math.inf)  # the validation loss of the weights each model keeps
+        best = torch.full((k,), math.inf, device=device)  # the validation loss of the weights kept
         best_state = [p.detach().clone() for p in self.net.parameters()]
-        since = torch.zeros(k, dtype=torch.long)
-        trained = torch.zeros(k, dtype=torch.long)
-        active = torch.ones(k, dtype=torch.bool)
+        since = torch.zeros(k, dtype=torch.long, device=device)
+        trained = torch.zeros(k, dtype=torch.long, device=device)
+        active = torch.ones(k, dtype=torch.bool, device=device)
         for epoch in range(epochs):
             if not distributed.any_rank(bool(active[first:last].any())):
                 break
             trained += active.long()
-            shuffled = train_index.gather(
-                1, torch.stack([torch.randperm(n - valid, generator=generator) for _ in range(k)])[first:last]
-            )
+            shuffled = torch.stack([torch.randperm(n - valid, generator=generator) for _ in range(k)])
+            shuffled = train_index.gather(1, shuffled[first:last].to(device))
             for start in range(0, n - valid, batch_size):
                 batch = shuffled[:, start : start + batch_size]  # [K, B]: each model its own rows
                 loss = (self.net(x[batch], mine) - y[batch]).square().mean((1, 2)).sum()
@@ -180,7 +183,7 @@ class DynamicsEnsemble(nn.Module):
                 loss.backward()
                 self.optimizer.step()
             with torch.no_grad():
-                losses = torch.full((k,), math.inf)
+                losses = torch.full((k,), math.inf, device=device)
                 losses[first:last] = (self.net(x[valid_index], mine) - y[valid_index]).square().mean((1, 2))
                 if rolling is None:  # keep the best epoch; stop after `patience` epochs without one
                     keep = (losses < best) & active

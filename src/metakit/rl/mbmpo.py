@@ -65,19 +65,22 @@ class MBMPO:
         self.random_steps, self.buffer_size, self.model_fit = random_steps, buffer_size, model_fit or {}
         self.data = {k: torch.zeros(0, n) for k, n in _columns(env).items()}
         self.real_steps = 0  # all real steps taken; the data keeps the last buffer_size of them
+        device = ensemble.input_mean.device  # imagined episodes run where the models are
+        on_device = task.to(device)
         self.model_env = ModelEnv(
             ensemble.dynamics,
-            lambda s, a, s2: env.known_reward(task, s, a, s2),
+            lambda s, a, s2: env.known_reward(on_device, s, a, s2),
             lambda tasks, episodes, g: env.initial_observations(tasks * episodes, g).view(
                 tasks, episodes, -1
             ),
             env.observation_size,
             env.action_size,
             env.horizon,
-            termination=(lambda s, a, s2: env.known_termination(task, s, a, s2))
+            termination=(lambda s, a, s2: env.known_termination(on_device, s, a, s2))
             if type(env).known_termination is not TaskEnv.known_termination
             else None,
             num_models=ensemble.models,
+            device=device,
         )
 
     # -- the three phases of an iteration ----------------------------------------------------
@@ -108,7 +111,7 @@ class MBMPO:
         info = self.ensemble.fit(
             d["observations"], d["actions"], d["next_observations"], generator=generator, **self.model_fit
         )
-        low, high = d["next_observations"].min(0).values, d["next_observations"].max(0).values
+        low, high = (v.to(self.model_env.device) for v in d["next_observations"].aminmax(dim=0))
         self.model_env.bounds = (low - (high - low), high + (high - low))  # a sane range around the data
         return info
 
@@ -190,17 +193,19 @@ class MBMPO:
 
     # -- checkpoint state beyond the policy's and the ensemble's weights ----------------------
     def state_dict(self) -> dict:
+        bounds = self.model_env.bounds
         return {
             "data": dict(self.data),
             "ensemble_optimizer": self.ensemble.optimizer.state_dict(),
-            "bounds": self.model_env.bounds,
+            "bounds": None if bounds is None else tuple(b.cpu() for b in bounds),
             "real_steps": self.real_steps,
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.data = dict(state["data"])
         self.ensemble.optimizer.load_state_dict(state["ensemble_optimizer"])
-        self.model_env.bounds = state["bounds"]
+        bounds = state["bounds"]
+        self.model_env.bounds = None if bounds is None else tuple(b.to(self.model_env.device) for b in bounds)
         # runs saved before the count existed: their data had not reached buffer_size
         self.real_steps = state.get("real_steps", self.data["observations"].shape[0])
 
@@ -209,7 +214,8 @@ class MBMPO:
         valid = trajectories.mask.bool()
         obs, actions = trajectories.observations, trajectories.actions
         following = torch.cat([obs[:, :, 1:], trajectories.last_observations[:, :, None]], 2)
-        new = {"observations": obs[valid], "actions": actions[valid], "next_observations": following[valid]}
+        new = {k: v[valid].cpu() for k, v in (("observations", obs), ("actions", actions),
+                                                ("next_observations", following))}  # D lives on the CPU
         self.real_steps += int(valid.sum())
         self.data = {k: torch.cat([self.data[k], new[k]])[-self.buffer_size :] for k in self.data}
 

@@ -37,6 +37,7 @@ class ModelEnv(TaskEnv):
         termination: Transition | None = None,
         num_models: int = 1,
         bounds: tuple[float, float] | None = None,
+        device: str | torch.device = "cpu",
     ):
         super().__init__()
         for name, value in (
@@ -60,7 +61,7 @@ class ModelEnv(TaskEnv):
             initial_state,
         )
         self.observation_size, self.action_size, self.num_models = observation_size, action_size, num_models
-        self.horizon, self.bounds = check_horizon(horizon), bounds
+        self.horizon, self.bounds, self.device = check_horizon(horizon), bounds, torch.device(device)
 
     def sample_tasks(self, num_tasks: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Model indices [T], spread evenly: task i uses model i mod num_models."""
@@ -70,7 +71,8 @@ class ModelEnv(TaskEnv):
         # task-first: under torchrun each rank draws the whole batch's start states and keeps its own
         self.state = distributed.for_tasks(
             lambda n: self.initial_state(n, episodes, generator), self.num_tasks
-        )
+        ).to(self.device)  # drawn on the CPU (its generator), stepped where the dynamics live
+        self.done = self.done.to(self.device)
         expected = (self.num_tasks, episodes, self.observation_size)
         if tuple(self.state.shape) != expected:
             raise MetakitError(
