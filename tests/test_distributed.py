@@ -213,45 +213,23 @@ def test_meta_rl_environments_that_draw_for_all_tasks_at_once_are_refused_under_
     build(load_config("maml-trpo-nav2d", ["env.name=Pendulum"]))  # task-first draws: accepted
 
 
-MANN_STEPS = """
-import sys, torch
-from metakit import distributed
-from metakit.experiment import load_config
-from metakit.experiment.mann import SequenceExperiment
-distributed.init("cpu")
-config = load_config("omniglot-mann", [
-    "task.classes=3", "task.per_class=3", "task.shift=2", "task.rotate=10", "algorithm.controller_size=16",
-    "algorithm.slots=8", "algorithm.slot_size=6", "algorithm.reads=2", "algorithm.key_strength=true",
-    "algorithm.write_vector=true", "algorithm.grad_clip=0.05", "train.meta_batch_size=4"])
-experiment = SequenceExperiment(config)
-generator = torch.Generator().manual_seed(0)
-rows = [experiment.step(generator) for _ in range(3)]
-if distributed.is_main():
-    torch.save({"model": experiment.model.state_dict(), "adam": experiment.optimizer.state_dict()["state"],
-                "metrics": torch.tensor([[row["loss"], row["accuracy"]] for row in rows])}, sys.argv[1])
-if distributed.world_size() > 1:
-    torch.distributed.destroy_process_group()
-"""
-
-
-def test_mann_on_two_ranks_equals_one_process(tmp_path, real_omniglot):
-    """Each rank runs 2 of the 4 augmented episodes of a step; the averaged gradient is clipped
-    (the clip binds here) as one process clips the whole batch's: the same model, Adam state and
-    metrics after 3 steps."""
-    script = tmp_path / "mann.py"
-    script.write_text(MANN_STEPS)
-    a, b = one_process_beside_two_ranks(script, tmp_path)
-    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)  # Adam steps of 1e-3: 0.1% of one
-
-
-L2O_STEPS = """
+FAMILY_STEPS = """
 import sys, torch
 from metakit import distributed
 from metakit.experiment import load_config
 from metakit.experiment.l2o import L2OExperiment
+from metakit.experiment.mann import SequenceExperiment
 distributed.init("cpu")
-torch.set_default_dtype(torch.float64)
 saved = {}
+experiment = SequenceExperiment(load_config("omniglot-mann", [
+    "task.classes=3", "task.per_class=3", "task.shift=2", "task.rotate=10", "algorithm.controller_size=16",
+    "algorithm.slots=8", "algorithm.slot_size=6", "algorithm.reads=2", "algorithm.key_strength=true",
+    "algorithm.write_vector=true", "algorithm.grad_clip=0.05", "train.meta_batch_size=4"]))
+generator = torch.Generator().manual_seed(0)
+rows = [experiment.step(generator) for _ in range(3)]
+saved["mann"] = {"model": experiment.model.state_dict(), "adam": experiment.optimizer.state_dict()["state"],
+                 "metrics": torch.tensor([[row["loss"], row["accuracy"]] for row in rows])}
+torch.set_default_dtype(torch.float64)
 for name, sets in (("l2o-quadratic", ["task.num_problems=4", "task.steps=6"]),
                    ("l2o-mlp", ["task.num_problems=2", "task.steps=4", "task.batch_size=16"])):
     experiment = L2OExperiment(load_config(name, [*sets, "train.unroll=3"]))
@@ -266,11 +244,15 @@ if distributed.world_size() > 1:
 """
 
 
-def test_learned_optimiser_on_two_ranks_equals_one_process(tmp_path):
-    """Each rank optimises its half of the problems (quadratics, and digits classifiers whose
-    minibatches are drawn problem-first) and the meta-gradients are averaged: after 2 epochs of
-    2 truncations the network, the metrics and the generator equal one process's."""
-    script = tmp_path / "l2o.py"
-    script.write_text(L2O_STEPS)
+def test_mann_and_the_learned_optimiser_on_two_ranks_equal_one_process(tmp_path, real_omniglot):
+    """MANN: each rank runs 2 of the 4 augmented episodes of a step; the averaged gradient is
+    clipped (the clip binds here) as one process clips the whole batch's: the same model, Adam
+    state and metrics after 3 steps (float32; Adam's steps are 1e-3). The learned optimiser:
+    each rank optimises its half of the problems (quadratics, and digits classifiers whose
+    minibatches are drawn problem-first) and the meta-gradients are averaged: after 2 epochs
+    of 2 truncations the network, the metrics and the generator equal one process's (float64)."""
+    script = tmp_path / "families.py"
+    script.write_text(FAMILY_STEPS)
     a, b = one_process_beside_two_ranks(script, tmp_path)
+    torch.testing.assert_close(a.pop("mann"), b.pop("mann"), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
