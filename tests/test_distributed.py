@@ -219,6 +219,7 @@ from metakit import distributed
 from metakit.experiment import load_config
 from metakit.experiment.l2o import L2OExperiment
 from metakit.experiment.mann import SequenceExperiment
+from metakit.experiment.meta_critic import MetaCriticExperiment
 distributed.init("cpu")
 saved = {}
 experiment = SequenceExperiment(load_config("omniglot-mann", [
@@ -237,6 +238,12 @@ for name, sets in (("l2o-quadratic", ["task.num_problems=4", "task.steps=6"]),
     rows = [experiment.step(generator) for _ in range(2)]
     saved[name] = [*experiment.net.parameters(), torch.tensor([list(r.values()) for r in rows]),
                    torch.randn(3, generator=generator)]
+experiment = MetaCriticExperiment(load_config("meta-critic-sine", ["train.num_tasks=4", "train.steps=3",
+                                                                   "train.renew_every=2"]))
+generator = torch.Generator().manual_seed(0)
+rows = [experiment.step(generator) for _ in range(3)]
+saved["meta-critic"] = [*experiment.critic.parameters(), torch.tensor([list(r.values()) for r in rows]),
+                        torch.randn(3, generator=generator)]
 if distributed.is_main():
     torch.save(saved, sys.argv[1])
 if distributed.world_size() > 1:
@@ -244,13 +251,16 @@ if distributed.world_size() > 1:
 """
 
 
-def test_mann_and_the_learned_optimiser_on_two_ranks_equal_one_process(tmp_path, real_omniglot):
+def test_mann_the_learned_optimiser_and_meta_critic_on_two_ranks_equal_one_process(tmp_path, real_omniglot):
     """MANN: each rank runs 2 of the 4 augmented episodes of a step; the averaged gradient is
     clipped (the clip binds here) as one process clips the whole batch's: the same model, Adam
     state and metrics after 3 steps (float32; Adam's steps are 1e-3). The learned optimiser:
     each rank optimises its half of the problems (quadratics, and digits classifiers whose
     minibatches are drawn problem-first) and the meta-gradients are averaged: after 2 epochs
-    of 2 truncations the network, the metrics and the generator equal one process's (float64)."""
+    of 2 truncations the network, the metrics and the generator equal one process's (float64).
+    Meta-Critic (sine): each rank trains the actors of its 2 of the 4 tasks (weights and inputs
+    drawn task-first) and the critic steps average its gradients: the same critic after 3
+    episodes (a batch of tasks renewed once), float64."""
     script = tmp_path / "families.py"
     script.write_text(FAMILY_STEPS)
     a, b = one_process_beside_two_ranks(script, tmp_path)

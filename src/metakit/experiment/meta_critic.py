@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..gradient import MAML
 from ..nets import MLP
 from ..rl.meta_critic import (
@@ -106,6 +107,7 @@ class MetaCriticExperiment(Algorithm):
     curve = {"critic_loss": "critic's squared error", "actor_mse": "actors' MSE (last step)"}
     curve_ylabel = "episodes"
     curve_log_scale = True
+    shard_key = "train.num_tasks"  # under torchrun each rank trains its share of the tasks' actors
 
     def __init__(self, config: MetaCriticConfig, device: str = "cpu"):
         super().__init__(config, device)
@@ -119,26 +121,32 @@ class MetaCriticExperiment(Algorithm):
 
     def sample(self, tasks, points: int, generator):
         amplitude, phase = tasks
-        x = self.sines.x_range[0] + (self.sines.x_range[1] - self.sines.x_range[0]) * torch.rand(
-            amplitude.shape[0], points, 1, generator=generator)
+        x = self.sines.x_range[0] + (self.sines.x_range[1] - self.sines.x_range[0]) * distributed.rand(
+            amplitude.shape[0], points, 1, generator=generator)  # task-first: the same on any number of ranks
         return x.to(self.device), Sinusoid.evaluate(amplitude, phase, x).to(self.device)
 
     def step(self, generator):
         train, shots = self.config.train, self.config.task.shots
         if self.episode % train.renew_every == 0 or self.tasks is None:
             self.tasks = self.sines.sample_functions(train.num_tasks, generator)
-        actors = BatchedMLP(train.num_tasks, [1, 40, 40, 1], generator).to(self.device)
-        actor_optimizer = torch.optim.Adam(actors.parameters(), lr=self.config.algorithm.actor_lr, fused=True)
-        history = torch.cat(self.sample(self.tasks, shots, generator), -1)  # [T, K, (x, y)]
-        for _ in range(train.steps):
-            x, y = self.sample(self.tasks, shots, generator)
-            z = self.critic.encoder(history)  # the actor reads it detached; the critic step trains the TAEN
-            prediction = regression_actor_step(self.critic, actors, actor_optimizer, x, z)
-            critic_loss = critic_regression_step(self.critic, self.optimizer, torch.cat([x, prediction], -1),
-                                                 z, -(y - prediction).square().squeeze(-1))
-            history = torch.cat([x, y], -1)  # the next step's encoder reads this step's pairs
+        # under torchrun each rank trains the actors of its share of the tasks (drawn task-first)
+        # and the critic steps average its gradients over the ranks: one process's episode
+        with distributed.task_share(train.num_tasks):
+            tasks = tuple(distributed.shard(t) for t in self.tasks)
+            actors = BatchedMLP(tasks[0].shape[0], [1, 40, 40, 1], generator).to(self.device)
+            lr = self.config.algorithm.actor_lr
+            actor_optimizer = torch.optim.Adam(actors.parameters(), lr=lr, fused=True)
+            history = torch.cat(self.sample(tasks, shots, generator), -1)  # [T, K, (x, y)]
+            for _ in range(train.steps):
+                x, y = self.sample(tasks, shots, generator)
+                z = self.critic.encoder(history)  # the actor reads it detached; the critic step trains TAEN
+                prediction = regression_actor_step(self.critic, actors, actor_optimizer, x, z)
+                inputs, targets = torch.cat([x, prediction], -1), -(y - prediction).square().squeeze(-1)
+                critic_loss = critic_regression_step(self.critic, self.optimizer, inputs, z, targets)
+                history = torch.cat([x, y], -1)  # the next step's encoder reads this step's pairs
         self.episode += 1
-        return {"critic_loss": critic_loss, "actor_mse": F.mse_loss(prediction, y).item()}
+        actor_mse = distributed.average(F.mse_loss(prediction, y).detach())
+        return {"critic_loss": critic_loss, "actor_mse": actor_mse}
 
     def state_dict(self):
         return {"critic": self.critic.state_dict(), "optimizer": self.optimizer.state_dict(),

@@ -8,13 +8,15 @@ import math
 import torch
 from torch import nn
 
+from .. import distributed
 from ..errors import MetakitError
 
 
 class BatchedMLP(nn.Module):
     """`num_tasks` independent MLPs as one module: weights [T, in, out]; x [T, N, in] ->
     [T, N, out]. Each task's layers start as nn.Linear's would (U(+-1/sqrt(fan_in))), and
-    a loss summed over tasks gives each task's slice its own gradient. `weight_norm`: each
+    a loss summed over tasks gives each task's slice its own gradient. Drawn task-first: built
+    inside `distributed.task_share`, the networks are this rank's of the whole batch's. `weight_norm`: each
     layer's weight is g * v / ||v|| per output unit (Salimans & Kingma 2016; g and v learned,
     g starting at ||v|| so the network starts as without it), as MB-MPO's official models are."""
 
@@ -29,10 +31,10 @@ class BatchedMLP(nn.Module):
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
             bound = 1 / math.sqrt(n_in)
             self.weights.append(
-                nn.Parameter((torch.rand(num_tasks, n_in, n_out, generator=generator) * 2 - 1) * bound)
+                nn.Parameter((distributed.rand(num_tasks, n_in, n_out, generator=generator) * 2 - 1) * bound)
             )
             self.biases.append(
-                nn.Parameter((torch.rand(num_tasks, 1, n_out, generator=generator) * 2 - 1) * bound)
+                nn.Parameter((distributed.rand(num_tasks, 1, n_out, generator=generator) * 2 - 1) * bound)
             )
         self.gains = nn.ParameterList(
             [nn.Parameter(w.detach().norm(dim=1, keepdim=True)) for w in self.weights] if weight_norm else []

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import distributed
 from ..errors import MetakitError
 from ..nets.batched import BatchedMLP
 from .envs.base import TaskEnv
@@ -69,8 +70,9 @@ def critic_regression_step(critic: MetaCritic, optimizer, inputs, z, targets) ->
     loss = F.mse_loss(critic.value(inputs, z), targets)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    distributed.average_gradients(critic.parameters())  # under torchrun: each rank held its share of tasks
     optimizer.step()
-    return loss.item()
+    return distributed.average(loss.detach())
 
 
 def regression_actor_step(critic: MetaCritic, actors: BatchedMLP, optimizer, x: torch.Tensor,
