@@ -191,9 +191,11 @@ def test_batches_that_do_not_split_over_the_ranks_are_refused(monkeypatch):
             check_shardable(algo)
     algo.config = load_config("sinusoid", ["train.meta_batch_size=8"])
     check_shardable(algo)
-    mann = type("Algo", (), {"shard_key": None, "config": load_config("omniglot-mann")})()
-    with pytest.raises(MetakitError, match="'mann' does not split its work over ranks"):
-        check_shardable(mann)
+    from metakit.experiment.rl2 import RL2Experiment
+
+    rl2 = type("Algo", (), {"shard_key": RL2Experiment.shard_key, "config": load_config("rl2-bandits")})()
+    with pytest.raises(MetakitError, match="'rl2' does not split its work over ranks"):
+        check_shardable(rl2)
 
 
 def test_python_m_metakit_exits_with_the_commands_status(monkeypatch, capsys):
