@@ -197,9 +197,7 @@ def average(value: torch.Tensor | float) -> float:
     """The mean over the ranks of a scalar (a metric such as the shard's meta-loss)."""
     if world_size() == 1:
         return float(value)
-    tensor = torch.as_tensor(value, dtype=torch.float64).reshape(1).clone()
-    if dist.get_backend() == "nccl":
-        tensor = tensor.cuda()
+    tensor = _for_backend(torch.as_tensor(value, dtype=torch.float64).reshape(1).clone())
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor.item() / world_size()
 
@@ -208,11 +206,14 @@ def any_rank(flag: bool) -> bool:
     """True on every rank when `flag` is true on any rank."""
     if world_size() == 1:
         return flag
-    tensor = torch.tensor([float(flag)])
-    if dist.get_backend() == "nccl":
-        tensor = tensor.cuda()
+    tensor = _for_backend(torch.tensor([float(flag)]))
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor.item())
+
+
+def _for_backend(tensor: torch.Tensor) -> torch.Tensor:
+    """A scalar for a collective: nccl reduces CUDA tensors only."""
+    return tensor.cuda() if dist.get_backend() == "nccl" else tensor
 
 
 def barrier() -> None:
