@@ -132,10 +132,10 @@ def kl_hessian_products(algo, env, generator, rounds: int = 5) -> dict:
     """Seconds per product, median of interleaved rounds, on one sampled iteration."""
     data = algo.sample(env, 20, 20, generator)
     params = list(algo.policy.parameters())
-    _, kl = algo.objectives(data)()
+    _, kl, out = algo.objectives(data)()
     products = {
         "double_backward": hessian_vector_product(kl, params, algo.cg_damping),
-        "fisher": algo.fisher(data)(),
+        "fisher": algo.fisher(data)(out),
     }
     vector = torch.randn(sum(p.numel() for p in params), generator=generator)
     times = {name: [] for name in products}

@@ -214,6 +214,8 @@ def test_hessian_vector_product_and_conjugate_gradient_are_exact(float64):
     a = hessian + torch.eye(hessian.shape[0])  # symmetric positive definite
     x = conjugate_gradient(lambda u: a @ u, v, iterations=200, tolerance=1e-20)
     torch.testing.assert_close(a @ x, v)
+    x, r = conjugate_gradient(lambda u: a @ u, v, iterations=3, with_residual=True)  # not converged
+    torch.testing.assert_close(r, v - a @ x)  # TRPO's step size reads x^T A x as x^T (v - r)
 
 
 def test_trpo_step_lowers_the_loss_within_the_kl_bound():
@@ -242,9 +244,9 @@ def test_maml_trpo_fisher_product_is_the_exact_kl_hessian_through_the_inner_step
     algo = MAMLTRPO(policy_for(env, hidden=(8,)), fast_lr=0.3)
     data = algo.sample(env, 3, 4, torch.Generator().manual_seed(1))
     params = list(algo.policy.parameters())
-    _, kl = algo.objectives(data)()
+    _, kl, out = algo.objectives(data)()
     exact = hessian_vector_product(kl, params, damping=0.01)
-    fisher = algo.fisher(data, damping=0.01)()
+    fisher = algo.fisher(data, damping=0.01)(out)
     for seed in range(3):
         v = torch.randn(sum(p.numel() for p in params), generator=torch.Generator().manual_seed(seed))
         torch.testing.assert_close(fisher(v), exact(v), rtol=1e-8, atol=1e-10)
@@ -256,7 +258,7 @@ def test_maml_trpo_meta_gradient_equals_a_per_task_loop(first_order, float64):
     env, policy = envs.Navigation2D(horizon=8), GaussianMLPPolicy(2, 2, hidden=(8,))
     algo = MAMLTRPO(policy, fast_lr=0.3, first_order=first_order)
     data = algo.sample(env, 3, 4, torch.Generator().manual_seed(1))
-    surrogate, _ = algo.objectives(data)()
+    surrogate, *_ = algo.objectives(data)()
     params = list(policy.parameters())
     vectorised = torch.autograd.grad(surrogate, params)
     names = [n for n, _ in policy.named_parameters()]

@@ -121,36 +121,30 @@ class MAMLTRPO(nn.Module):
 
     def objectives(self, data: dict):
         """A function of the current weights theta giving (surrogate loss, mean KL from the
-        sampling policy), both through the inner step, from one forward pass."""
+        sampling policy, the adapted policies' outputs), all through the inner step, from one
+        forward pass."""
         train, train_adv, valid, old_out = data["train"], data["train_adv"], data["valid"], data["old_out"]
         old_log_prob, mask = self.policy.log_prob(old_out, valid.actions), valid.mask
         steps = mask.sum((1, 2))
 
-        def surrogate_and_kl():
+        def surrogate_kl_and_outputs():
             out = self._fast_outputs(self._adapt_all(train, train_adv), valid.observations)
             ratio = (self.policy.log_prob(out, valid.actions) - old_log_prob).exp()
             surrogate = -((ratio * data["valid_adv"] * mask).sum((1, 2)) / steps).mean()
             kl = ((self.policy.kl(old_out, out) * mask).sum((1, 2)) / steps).mean()
-            return surrogate, kl
+            return surrogate, kl, out
 
-        return surrogate_and_kl
+        return surrogate_kl_and_outputs
 
     def fisher(self, data: dict, damping: float | None = None):
-        """A function building v -> (H + damping) v, H the Hessian in theta of the mean KL of
-        `objectives`, at the current theta (the sampling one): J^T F J, J through the inner step."""
-        train, train_adv, valid, old_out = data["train"], data["train_adv"], data["valid"], data["old_out"]
-        weight = (
-            valid.mask / valid.mask.sum((1, 2), keepdim=True) / valid.mask.shape[0]
-        )  # of each state in the mean KL
-
-        def build():
-            out = self._fast_outputs(self._adapt_all(train, train_adv), valid.observations)
-            metric = self.policy.fisher_diagonal(old_out) * weight[..., None]
-            return fisher_vector_product(
-                out, metric, list(self.policy.parameters()), self.cg_damping if damping is None else damping
-            )
-
-        return build
+        """A function building, from the outputs `objectives` gives at the current theta (the
+        sampling one), v -> (H + damping) v, H the Hessian in theta of the mean KL: J^T F J, J
+        through the inner step."""
+        mask = data["valid"].mask
+        weight = mask / mask.sum((1, 2), keepdim=True) / mask.shape[0]  # of each state in the mean KL
+        metric = self.policy.fisher_diagonal(data["old_out"]) * weight[..., None]
+        damping = self.cg_damping if damping is None else damping
+        return lambda out: fisher_vector_product(out, metric, list(self.policy.parameters()), damping)
 
     def step(
         self, env: TaskEnv, num_tasks: int, episodes: int, generator: torch.Generator | None = None

@@ -42,11 +42,10 @@ class TRPO(nn.Module):
         def objectives():
             out = self.policy(batch.observations)
             ratio = (self.policy.log_prob(out, batch.actions) - old_log_prob).exp()
-            return -(ratio * adv * weight).sum(), (self.policy.kl(old_out, out) * weight).sum()
+            return -(ratio * adv * weight).sum(), (self.policy.kl(old_out, out) * weight).sum(), out
 
-        def fisher():
-            metric = self.policy.fisher_diagonal(old_out) * weight[..., None]
-            return fisher_vector_product(self.policy(batch.observations), metric, params, self.cg_damping)
+        metric = self.policy.fisher_diagonal(old_out) * weight[..., None]
+        fisher = lambda out: fisher_vector_product(out, metric, params, self.cg_damping)  # noqa: E731
 
         info = trpo_step(params, objectives, self.max_kl, self.cg_damping, fisher=fisher)
         return {
