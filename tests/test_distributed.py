@@ -65,48 +65,7 @@ def test_two_ranks_equal_one_process_and_resume_under_torchrun(tmp_path):
 RL_TINY = ["env.name=Pendulum", "env.horizon=10", "train.meta_batch_size=4", "train.episodes=3",
            "train.iterations=2", "train.checkpoint_every=1", "eval.num_tasks=2", "eval.episodes=2",
            "eval.step_sizes=[0.1]", "policy.hidden_sizes=[16]", "algorithm.cg_damping=0.1"]
-MAML_TRPO_STEPS = """
-import sys, torch
-from metakit import distributed
-from metakit.rl import MAMLTRPO, GaussianMLPPolicy, envs
-distributed.init("cpu")
-torch.set_default_dtype(torch.float64)
-torch.manual_seed(0)
-algo = MAMLTRPO(GaussianMLPPolicy(3, 1, (16,)), fast_lr=0.1, cg_damping=0.1)
-generator = torch.Generator().manual_seed(0)
-for _ in range(2):
-    algo.step(envs.Pendulum(horizon=10), 4, 3, generator)
-if distributed.is_main():
-    torch.save(algo.policy.state_dict(), sys.argv[1])
-if distributed.world_size() > 1:
-    torch.distributed.destroy_process_group()  # as the CLI does: no gloo thread left at exit
-"""
-
-
-def test_maml_trpo_on_two_ranks_equals_one_process(tmp_path):
-    """Each rank rolls out its 2 of the 4 tasks (Pendulum: random starts and Gaussian actions,
-    drawn task-first) and the TRPO step averages gradients, Fisher-vector products and the
-    line search over the ranks: the same policy as one process after 2 steps, in float64 with
-    damping 0.1. (With the default damping 1e-5 conjugate gradient on the nearly singular
-    Fisher amplifies the rounding differences that the order of summation makes, ~1e8-fold:
-    1e-7 in float32 becomes ~1e-3 of the step, 1e-16 in float64 ~1e-8.) Then the same
-    through `torchrun -m metakit train` and a config, in float32."""
-    script = tmp_path / "steps.py"
-    script.write_text(MAML_TRPO_STEPS)
-    a, b = one_process_beside_two_ranks(script, tmp_path)
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-9, atol=1e-12)
-
-    train(load_config("maml-trpo-nav2d", RL_TINY), tmp_path / "one", progress=False)
-    sets = [item for value in RL_TINY for item in ("--set", value)]
-    cli = torchrun("-m", "metakit", "train", "maml-trpo-nav2d", "--out", tmp_path / "two", "--quiet", *sets)
-    assert cli.returncode == 0, cli.stderr[-3000:]
-    rows = [(tmp_path / run / "metrics.jsonl").read_text().splitlines() for run in ("one", "two")]
-    returns = [[json.loads(row)["return_before"] for row in run] for run in rows]
-    assert len(returns[1]) == 2 and returns[1] == pytest.approx(returns[0], rel=1e-4)
-
-
-MBMPO_ITERATIONS = """
+META_RL_STEPS = """
 import sys, torch
 from metakit import distributed
 from metakit.rl import MAMLTRPO, GaussianMLPPolicy, envs
@@ -115,6 +74,12 @@ from metakit.rl.mbmpo import MBMPO
 distributed.init("cpu")
 torch.set_default_dtype(torch.float64)
 torch.manual_seed(0)
+# MAML-TRPO: 2 steps
+maml = MAMLTRPO(GaussianMLPPolicy(3, 1, (16,)), fast_lr=0.1, cg_damping=0.1)
+generator = torch.Generator().manual_seed(0)
+for _ in range(2):
+    maml.step(envs.Pendulum(horizon=10), 4, 3, generator)
+# MB-MPO: 3 iterations
 env = envs.Pendulum(horizon=10)
 policy = GaussianMLPPolicy(3, 1, (16,), activation="tanh")
 ensemble = DynamicsEnsemble(3, 1, models=3, hidden_sizes=(16,), generator=torch.Generator().manual_seed(0))
@@ -133,31 +98,48 @@ fits = [list(alone.fit(obs, act, obs + 0.1 * torch.tanh(obs * act), epochs=8, ba
                        generator=g).values()) for _ in range(3)]
 if distributed.is_main():
     adam = lambda e: [v for state in e.optimizer.state.values() for v in state.values()]  # noqa: E731
-    torch.save({"policy": policy.state_dict(), "ensemble": ensemble.state_dict(), "data": algo.data,
-                "returns": torch.tensor(returns), "adam": adam(ensemble), "fit": torch.tensor(fits),
+    torch.save({"maml_trpo": maml.policy.state_dict(), "mbmpo": {
+                "policy": policy.state_dict(), "ensemble": ensemble.state_dict(), "data": algo.data,
+                "returns": torch.tensor(returns), "adam": adam(ensemble), "fit": torch.tensor(fits)},
                 "alone": [*alone.state_dict().values(), *adam(alone), torch.tensor(fits), g.get_state()]},
                sys.argv[1])
 if distributed.world_size() > 1:
-    torch.distributed.destroy_process_group()
+    torch.distributed.destroy_process_group()  # as the CLI does: no gloo thread left at exit
 """
 
 
-def test_mbmpo_on_two_ranks_equals_one_process(tmp_path):
-    """Each rank imagines its 2 of the 4 tasks (Pendulum starts and Gaussian actions drawn
-    task-first) and rolls out its 2 real episodes; the real episodes are gathered, and each
-    rank fits its own of the 3 models (1 and 2): the real data, the ensemble, its Adam state and
-    the policy equal one process's after 3 iterations (float64, damping 0.1 as above). An
+def test_maml_trpo_and_mbmpo_on_two_ranks_equal_one_process(tmp_path):
+    """MAML-TRPO: each rank rolls out its 2 of the 4 tasks (Pendulum: random starts and Gaussian
+    actions, drawn task-first) and the TRPO step averages gradients, Fisher-vector products and
+    the line search over the ranks: the same policy as one process after 2 steps, in float64
+    with damping 0.1. (With the default damping 1e-5 conjugate gradient on the nearly singular
+    Fisher amplifies the rounding differences that the order of summation makes, ~1e8-fold:
+    1e-7 in float32 becomes ~1e-3 of the step, 1e-16 in float64 ~1e-8.)
+    MB-MPO: each rank imagines its 2 of the 4 tasks and rolls out its 2 real episodes; the real
+    episodes are gathered, and each rank fits its own of the 3 models (1 and 2): the real data,
+    the ensemble, its Adam state and the policy equal one process's after 3 iterations. An
     ensemble fit alone, whose models stop early at different epochs, ends bit for bit as one
-    process's (weights, Adam state, record, the generator's draws)."""
-    script = tmp_path / "mbmpo.py"
-    script.write_text(MBMPO_ITERATIONS)
+    process's (weights, Adam state, record, the generator's draws).
+    Then MAML-TRPO through `torchrun -m metakit train` and a config, in float32."""
+    script = tmp_path / "meta_rl.py"
+    script.write_text(META_RL_STEPS)
     a, b = one_process_beside_two_ranks(script, tmp_path)
-    assert a["data"]["observations"].shape == (40 + 2 * 4 * 10, 3)  # random steps, then one episode a task
-    epochs = a["fit"][:, 1]  # [fit, model]: the epochs each model trained
+    for key in a["maml_trpo"]:
+        torch.testing.assert_close(a["maml_trpo"][key], b["maml_trpo"][key], rtol=1e-9, atol=1e-12)
+    assert a["mbmpo"]["data"]["observations"].shape == (40 + 2 * 4 * 10, 3)  # random steps, an episode a task
+    epochs = a["mbmpo"]["fit"][:, 1]  # [fit, model]: the epochs each model trained
     assert (epochs < 8).any() and (epochs != epochs[:, :1]).any()  # stopped early, at different epochs
     assert all(torch.equal(x, y) for x, y in zip(a["alone"], b["alone"]))  # and the same draws made
-    for part in a:
-        torch.testing.assert_close(a[part], b[part], rtol=1e-7, atol=1e-9)
+    for part in a["mbmpo"]:
+        torch.testing.assert_close(a["mbmpo"][part], b["mbmpo"][part], rtol=1e-7, atol=1e-9)
+
+    train(load_config("maml-trpo-nav2d", RL_TINY), tmp_path / "one", progress=False)
+    sets = [item for value in RL_TINY for item in ("--set", value)]
+    cli = torchrun("-m", "metakit", "train", "maml-trpo-nav2d", "--out", tmp_path / "two", "--quiet", *sets)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    rows = [(tmp_path / run / "metrics.jsonl").read_text().splitlines() for run in ("one", "two")]
+    returns = [[json.loads(row)["return_before"] for row in run] for run in rows]
+    assert len(returns[1]) == 2 and returns[1] == pytest.approx(returns[0], rel=1e-4)
 
 
 def test_a_failing_rank_stops_the_run_with_its_error(tmp_path):
