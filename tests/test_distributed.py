@@ -173,11 +173,12 @@ def test_batches_that_do_not_split_over_the_ranks_are_refused(monkeypatch):
             check_shardable(algo)
     algo.config = load_config("sinusoid", ["train.meta_batch_size=8"])
     check_shardable(algo)
-    from metakit.experiment.rl2 import RL2Experiment
+    from metakit.experiment.meta_critic_bandit import BanditMetaCritic
 
-    rl2 = type("Algo", (), {"shard_key": RL2Experiment.shard_key, "config": load_config("rl2-bandits")})()
-    with pytest.raises(MetakitError, match="'rl2' does not split its work over ranks"):
-        check_shardable(rl2)
+    bandit = type("Algo", (), {"shard_key": BanditMetaCritic.shard_key,
+                               "config": load_config("meta-critic-bandit")})()
+    with pytest.raises(MetakitError, match="'meta-critic' does not split its work over ranks"):
+        check_shardable(bandit)
 
 
 def test_python_m_metakit_exits_with_the_commands_status(monkeypatch, capsys):
@@ -189,12 +190,15 @@ def test_python_m_metakit_exits_with_the_commands_status(monkeypatch, capsys):
 
 
 def test_meta_rl_environments_that_draw_for_all_tasks_at_once_are_refused_under_torchrun(monkeypatch):
+    """(As Gymnasium-stepped MuJoCo does; every bundled environment draws task-first.)"""
     from metakit.experiment.runner import build
+    from metakit.rl import envs
 
     monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    build(load_config("rl2-mdp", ["env.name=TabularMDP"]))  # task-first draws: accepted
+    monkeypatch.setattr(envs.TabularMDP, "shardable", False)
     with pytest.raises(MetakitError, match="TabularMDP draws its random numbers for all tasks at once"):
-        build(load_config("maml-trpo-nav2d", ["env.name=TabularMDP"]))
-    build(load_config("maml-trpo-nav2d", ["env.name=Pendulum"]))  # task-first draws: accepted
+        build(load_config("rl2-mdp", ["env.name=TabularMDP"]))
 
 
 FAMILY_STEPS = """
@@ -204,6 +208,7 @@ from metakit.experiment import load_config
 from metakit.experiment.l2o import L2OExperiment
 from metakit.experiment.mann import SequenceExperiment
 from metakit.experiment.meta_critic import MetaCriticExperiment
+from metakit.experiment.rl2 import RL2Experiment
 distributed.init("cpu")
 saved = {}
 experiment = SequenceExperiment(load_config("omniglot-mann", [
@@ -228,6 +233,14 @@ generator = torch.Generator().manual_seed(0)
 rows = [experiment.step(generator) for _ in range(3)]
 saved["meta-critic"] = [*experiment.critic.parameters(), torch.tensor([list(r.values()) for r in rows]),
                         torch.randn(3, generator=generator)]
+# RL^2: PPO on bandits, 6 trials in minibatches of 2 that fall unevenly on the ranks; TRPO on MDPs
+for name, sets in (("rl2-bandits", ["train.meta_batch_size=6", "algorithm.minibatches=3"]),
+                   ("rl2-mdp", ["train.meta_batch_size=4", "algorithm.optimizer=trpo"])):
+    experiment = RL2Experiment(load_config(name, [*sets, "policy.recurrent_size=8", "train.episodes=3"]))
+    generator = torch.Generator().manual_seed(0)
+    rows = [experiment.step(generator) for _ in range(2)]
+    saved[name] = [*experiment.policy.parameters(), torch.tensor([list(r.values()) for r in rows]),
+                   torch.randn(3, generator=generator)]
 if distributed.is_main():
     torch.save(saved, sys.argv[1])
 if distributed.world_size() > 1:
@@ -235,7 +248,7 @@ if distributed.world_size() > 1:
 """
 
 
-def test_mann_the_learned_optimiser_and_meta_critic_on_two_ranks_equal_one_process(tmp_path, real_omniglot):
+def test_mann_l2o_meta_critic_and_rl2_on_two_ranks_equal_one_process(tmp_path, real_omniglot):
     """MANN: each rank runs 2 of the 4 augmented episodes of a step; the averaged gradient is
     clipped (the clip binds here) as one process clips the whole batch's: the same model, Adam
     state and metrics after 3 steps (float32; Adam's steps are 1e-3). The learned optimiser:
@@ -244,9 +257,17 @@ def test_mann_the_learned_optimiser_and_meta_critic_on_two_ranks_equal_one_proce
     of 2 truncations the network, the metrics and the generator equal one process's (float64).
     Meta-Critic (sine): each rank trains the actors of its 2 of the 4 tasks (weights and inputs
     drawn task-first) and the critic steps average its gradients: the same critic after 3
-    episodes (a batch of tasks renewed once), float64."""
+    episodes (a batch of tasks renewed once), float64. RL^2: each rank samples its share of the
+    trials (bandit rewards, MDP rewards and transitions and the actions drawn task-first); PPO's
+    minibatches of the whole batch fall unevenly on the ranks, each adding its rows' share of
+    the mean losses; TRPO on MDPs (its value head by Adam): the same GRU after 2 iterations,
+    float64, to 1e-7. (Adam's eps of 1e-8
+    turns a gradient element that is 0 but for rounding, ~1e-17, into a step of ~1e-12; after
+    18 steps the ranks and one process differ by ~1e-8, and by 1e-11 after one.)"""
     script = tmp_path / "families.py"
     script.write_text(FAMILY_STEPS)
     a, b = one_process_beside_two_ranks(script, tmp_path)
     torch.testing.assert_close(a.pop("mann"), b.pop("mann"), rtol=1e-5, atol=1e-6)
+    for name in ("rl2-bandits", "rl2-mdp"):
+        torch.testing.assert_close(a.pop(name), b.pop(name), rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)

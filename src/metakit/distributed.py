@@ -148,23 +148,29 @@ def randn(*shape: int, generator: torch.Generator | None = None, **kwargs) -> to
 
 def mean(tensor: torch.Tensor) -> torch.Tensor:
     """The mean over the ranks of a tensor (a new tensor; no gradient flows through)."""
+    return total(tensor) / world_size() if world_size() > 1 else tensor
+
+
+def total(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum over the ranks of a tensor (a new tensor; no gradient flows through)."""
     if world_size() == 1:
         return tensor
-    total = tensor.detach().clone()
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return total / world_size()
+    result = tensor.detach().clone()
+    dist.all_reduce(result, op=dist.ReduceOp.SUM)
+    return result
 
 
-def average_gradients(parameters) -> None:
-    """Replace each gradient by its mean over the ranks (a missing gradient counts as zero), in
-    one collective over all gradients flattened together (one per tensor costs ~0.3 ms each)."""
+def average_gradients(parameters, how: str = "mean") -> None:
+    """Replace each gradient by its mean (or, how="sum", its sum) over the ranks (a missing
+    gradient counts as zero), in one collective over all gradients flattened together (one per
+    tensor costs ~0.3 ms each)."""
     if world_size() == 1:
         return
     parameters = list(parameters)
     for p in parameters:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-    _reduce_flat([p.grad for p in parameters], "mean")
+    _reduce_flat([p.grad for p in parameters], how)
 
 
 def _reduce_flat(tensors: list[torch.Tensor], how: str) -> None:

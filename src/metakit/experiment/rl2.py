@@ -50,6 +50,7 @@ class RL2Config(MetaRLConfig):
 class RL2Experiment(MetaRLAlgorithm):
     Config = RL2Config
     cuda_ready = True  # the GRU policy and its updates on the device, the environments on the CPU
+    shard_key = "train.meta_batch_size"  # under torchrun each rank samples its share of the trials
     curve = {"trial_return": "training trials"}
     curve_ylabel = "mean trial return"
 

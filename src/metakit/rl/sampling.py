@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import functional_call
 
+from .. import distributed
 from ..engine import may_call_norms, run_over_tasks
 from ..errors import MetakitError
 from .envs.base import TaskEnv
@@ -107,8 +108,10 @@ def sample_trials(
         for _ in range(env.horizon):
             x = policy.inputs(*(t.to(device) for t in (obs, prev_action, prev_reward, prev_done)))[:, None]
             log_probs, value, hidden = policy(x, hidden)
-            # drawn on the CPU with the CPU generator: the same actions whatever the policy's device
-            action = torch.multinomial(log_probs[:, 0].exp().cpu(), 1, generator=generator)[:, 0]
+            # by the inverse CDF of a task-first draw on the CPU generator: the same actions
+            # whatever the policy's device and the number of torchrun ranks
+            u = distributed.rand(batch, 1, generator=generator)
+            action = (log_probs[:, 0].exp().cpu().cumsum(-1) < u).sum(-1).clamp_max(log_probs.shape[-1] - 1)
             obs, reward, done = env.step(action[:, None], generator)
             obs, reward, done = obs[:, 0], reward[:, 0], done[:, 0]
             taken = action.to(device)

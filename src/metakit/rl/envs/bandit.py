@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import torch
 
+from ... import distributed
 from ...errors import MetakitError
 from .base import TaskEnv
 
 
 class BernoulliBandit(TaskEnv):
-    shardable = False  # its rewards are drawn from one stream for all tasks
     observation_size, discrete, horizon = 1, True, 1
 
     def __init__(self, arms: int = 5):
@@ -28,7 +28,7 @@ class BernoulliBandit(TaskEnv):
 
     def _step(self, actions, generator):
         p = self.tasks.gather(1, actions)  # [T, E]
-        reward = (torch.rand(p.shape, generator=generator) < p).float()
+        reward = (distributed.rand(*p.shape, generator=generator) < p).float()  # task-first (torchrun)
         return torch.ones(*actions.shape, 1), reward, torch.ones_like(actions, dtype=torch.bool)
 
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ... import distributed
 from .base import TaskEnv, check_horizon
 
 
 class TabularMDP(TaskEnv):
-    shardable = False  # its rewards and transitions are drawn from one stream for all tasks
     discrete = True
 
     def __init__(self, states: int = 10, actions: int = 5, horizon: int = 10):
@@ -44,8 +44,10 @@ class TabularMDP(TaskEnv):
     def _step(self, actions, generator):
         tasks = torch.arange(self.num_tasks)[:, None]
         mean = self.mean_rewards()[tasks, self.state, actions]  # [T, E]
-        reward = mean + torch.randn(mean.shape, generator=generator)
+        # task-first draws (a task's episodes are the same on any number of torchrun ranks)
+        reward = mean + distributed.randn(*mean.shape, generator=generator)
         probs = self.transitions()[tasks, self.state, actions]  # [T, E, S]
-        following = torch.multinomial(probs.flatten(0, 1), 1, generator=generator).view(mean.shape)
+        u = distributed.rand(*mean.shape, 1, generator=generator)
+        following = (probs.cumsum(-1) < u).sum(-1).clamp_max(self.states - 1)  # by the inverse CDF
         self.state = torch.where(self.done, self.state, following)
         return F.one_hot(self.state, self.states).float(), reward, torch.zeros_like(self.done)
