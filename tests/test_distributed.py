@@ -173,12 +173,12 @@ def test_batches_that_do_not_split_over_the_ranks_are_refused(monkeypatch):
             check_shardable(algo)
     algo.config = load_config("sinusoid", ["train.meta_batch_size=8"])
     check_shardable(algo)
-    from metakit.experiment.meta_critic_bandit import BanditMetaCritic
+    from metakit.experiment.model_free import SingleTaskExperiment
 
-    bandit = type("Algo", (), {"shard_key": BanditMetaCritic.shard_key,
-                               "config": load_config("meta-critic-bandit")})()
-    with pytest.raises(MetakitError, match="'meta-critic' does not split its work over ranks"):
-        check_shardable(bandit)
+    ppo = type("Algo", (), {"shard_key": SingleTaskExperiment.shard_key,
+                            "config": load_config("ppo-halfcheetah")})()
+    with pytest.raises(MetakitError, match="'ppo' does not split its work over ranks"):
+        check_shardable(ppo)
 
 
 def test_python_m_metakit_exits_with_the_commands_status(monkeypatch, capsys):
@@ -208,6 +208,8 @@ from metakit.experiment import load_config
 from metakit.experiment.l2o import L2OExperiment
 from metakit.experiment.mann import SequenceExperiment
 from metakit.experiment.meta_critic import MetaCriticExperiment
+from metakit.experiment.meta_critic_bandit import BanditMetaCritic
+from metakit.experiment.meta_critic_cartpole import CartPoleMetaCritic
 from metakit.experiment.rl2 import RL2Experiment
 distributed.init("cpu")
 saved = {}
@@ -233,6 +235,15 @@ generator = torch.Generator().manual_seed(0)
 rows = [experiment.step(generator) for _ in range(3)]
 saved["meta-critic"] = [*experiment.critic.parameters(), torch.tensor([list(r.values()) for r in rows]),
                         torch.randn(3, generator=generator)]
+# Meta-Critic on cart-poles (an episode fails in the 3rd, on one rank only) and bandits
+for name, Experiment, sets in (
+        ("meta-critic-cartpole", CartPoleMetaCritic, ["task.chunk=6", "task.history=3", "train.steps=3"]),
+        ("meta-critic-bandit", BanditMetaCritic, ["task.pulls=3", "train.steps=3"])):
+    experiment = Experiment(load_config(name, [*sets, "train.num_tasks=4", "train.renew_every=2"]))
+    generator = torch.Generator().manual_seed(0)
+    rows = [experiment.step(generator) for _ in range(3)]
+    saved[name] = [*experiment.critic.parameters(), torch.tensor([list(r.values()) for r in rows]),
+                   torch.randn(3, generator=generator)]
 # RL^2: PPO on bandits, 6 trials in minibatches of 2 that fall unevenly on the ranks; TRPO on MDPs
 for name, sets in (("rl2-bandits", ["train.meta_batch_size=6", "algorithm.minibatches=3"]),
                    ("rl2-mdp", ["train.meta_batch_size=4", "algorithm.optimizer=trpo"])):
@@ -257,7 +268,9 @@ def test_mann_l2o_meta_critic_and_rl2_on_two_ranks_equal_one_process(tmp_path, r
     of 2 truncations the network, the metrics and the generator equal one process's (float64).
     Meta-Critic (sine): each rank trains the actors of its 2 of the 4 tasks (weights and inputs
     drawn task-first) and the critic steps average its gradients: the same critic after 3
-    episodes (a batch of tasks renewed once), float64. RL^2: each rank samples its share of the
+    episodes (a batch of tasks renewed once), float64; the same on cart-poles, whose critic
+    loss is the mean over the steps all ranks took (an episode fails on one rank only), and on
+    bandits. RL^2: each rank samples its share of the
     trials (bandit rewards, MDP rewards and transitions and the actions drawn task-first); PPO's
     minibatches of the whole batch fall unevenly on the ranks, each adding its rows' share of
     the mean losses; TRPO on MDPs (its value head by Adam): the same GRU after 2 iterations,

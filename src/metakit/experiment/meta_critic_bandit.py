@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from ..rl.envs.bandit import DirichletBandit
 from ..rl.meta_critic import BatchedMLP, MetaCritic, sample_actions
 from .config import check, non_negative, positive
@@ -115,26 +116,31 @@ class BanditMetaCritic(CriticTraining):
         train = self.config.train
         if self.episode % train.renew_every == 0 or self.tasks is None:
             self.tasks = self.env.sample_tasks(train.num_tasks, generator)
-        actors, actor_optimizer = self.fresh_actors(train.num_tasks, generator)
-        initial = policy_logits(actors).detach()
-        history = torch.cat(pairs(*self.pull(self.tasks, initial, generator)), -1)
-        losses = []
-        for _ in range(train.steps):
-            if self.config.task.history == "fresh":
-                history = torch.cat(pairs(*self.pull(self.tasks, initial, generator)), -1)
-            z = self.critic.encoder(history)
-            arms, rewards = self.pull(self.tasks, policy_logits(actors), generator)
-            self.actor_step(actors, actor_optimizer, z.detach())
-            loss = F.mse_loss(self.critic.value(arms, z), rewards)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            losses.append(loss.item())
-            if self.config.task.history == "previous":
-                history = torch.cat(pairs(arms, rewards), -1)
+        # under torchrun each rank trains the actors of its share of the tasks (every draw made
+        # task-first) and the critic steps average its gradients: one process's episode
+        with distributed.task_share(train.num_tasks):
+            tasks = distributed.shard(self.tasks)
+            actors, actor_optimizer = self.fresh_actors(tasks.shape[0], generator)
+            initial = policy_logits(actors).detach()
+            history = torch.cat(pairs(*self.pull(tasks, initial, generator)), -1)
+            losses = []
+            for _ in range(train.steps):
+                if self.config.task.history == "fresh":
+                    history = torch.cat(pairs(*self.pull(tasks, initial, generator)), -1)
+                z = self.critic.encoder(history)
+                arms, rewards = self.pull(tasks, policy_logits(actors), generator)
+                self.actor_step(actors, actor_optimizer, z.detach())
+                loss = F.mse_loss(self.critic.value(arms, z), rewards)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                distributed.average_gradients(self.critic.parameters())  # equal shards: the batch's mean
+                self.optimizer.step()
+                losses.append(distributed.average(loss.detach()))
+                if self.config.task.history == "previous":
+                    history = torch.cat(pairs(arms, rewards), -1)
         self.episode += 1
         with torch.no_grad():
-            reward = (torch.softmax(policy_logits(actors), -1) * self.tasks).sum(1).mean().item()
+            reward = distributed.average((torch.softmax(policy_logits(actors), -1) * tasks).sum(1).mean())
         return {"critic_loss": sum(losses) / len(losses), "reward": reward}
 
     # -- meta-test -----------------------------------------------------------------------------
@@ -197,8 +203,8 @@ def expected_reward(actors: BatchedMLP, tasks: torch.Tensor) -> torch.Tensor:
 def bernoulli_pulls(tasks: torch.Tensor, arms: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Pull `arms` [T, N] of tasks p [T, k]: (one-hot arms [T, N, k], 0/1 rewards [T, N])."""
     p = tasks.gather(1, arms)
-    rewards = (torch.rand(p.shape, generator=generator) < p).float()
-    return F.one_hot(arms, tasks.shape[1]).float(), rewards
+    rewards = (distributed.rand(*p.shape, generator=generator) < p).to(tasks.dtype)  # task-first (torchrun)
+    return F.one_hot(arms, tasks.shape[1]).to(tasks.dtype), rewards
 
 
 def equal_pulls_then_commit(tasks: torch.Tensor, pulls: int, generator) -> torch.Tensor:

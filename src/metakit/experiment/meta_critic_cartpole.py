@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from .. import distributed
 from ..rl.envs.classic import CartPole
 from ..rl.meta_critic import (
     BatchedMLP,
@@ -132,23 +133,30 @@ class CartPoleMetaCritic(CriticTraining):
         train, t = self.config.train, self.config.task
         if self.episode % train.renew_every == 0 or self.tasks is None:
             self.tasks = self.env.sample_tasks(train.num_tasks, generator)
-        actors, actor_optimizer = self.fresh_actors(train.num_tasks, generator)
-        episodes = ContinuingEpisodes(self.env, self.tasks, t.history, t.failure_reward, generator)
-        episodes.chunk(actors, t.chunk, generator)  # a first chunk for the TAEN to read
-        losses = []
-        for _ in range(train.steps):
-            z = self.embed(episodes.history)
-            read_only = partial(self.critic.value, z=z.detach())  # the actor's step does not train the TAEN
-            chunk, returns = self.actor_critic_step(actors, actor_optimizer, episodes, read_only, generator)
-            error = (self.critic.value(chunk.states, z) - returns).square()
-            loss = (error * chunk.mask).sum() / chunk.mask.sum()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.config.algorithm.max_grad_norm)
-            self.optimizer.step()
-            losses.append(loss.item())
+        # under torchrun each rank trains the actors of its share of the tasks (every draw made
+        # task-first); the critic's loss is the whole batch's mean over the steps taken, its
+        # gradients summed over the ranks: one process's episode
+        with distributed.task_share(train.num_tasks):
+            tasks = distributed.shard(self.tasks)
+            actors, actor_optimizer = self.fresh_actors(tasks.shape[0], generator)
+            episodes = ContinuingEpisodes(self.env, tasks, t.history, t.failure_reward, generator)
+            episodes.chunk(actors, t.chunk, generator)  # a first chunk for the TAEN to read
+            losses = []
+            for _ in range(train.steps):
+                z = self.embed(episodes.history)
+                read_only = partial(self.critic.value, z=z.detach())  # the actor's step leaves the TAEN
+                chunk, returns = self.actor_critic_step(actors, actor_optimizer, episodes, read_only,
+                                                        generator)
+                error = (self.critic.value(chunk.states, z) - returns).square()
+                loss = (error * chunk.mask).sum() / distributed.total(chunk.mask.sum())
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                distributed.average_gradients(self.critic.parameters(), how="sum")
+                torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.config.algorithm.max_grad_norm)
+                self.optimizer.step()
+                losses.append(distributed.total(loss.detach()).item())
         self.episode += 1
-        return {"critic_loss": sum(losses) / len(losses), "games": episodes.games.mean().item()}
+        return {"critic_loss": sum(losses) / len(losses), "games": distributed.average(episodes.games.mean())}
 
     # -- meta-test -----------------------------------------------------------------------------
     def evaluation_tasks(self) -> torch.Tensor:
