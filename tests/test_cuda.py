@@ -96,3 +96,26 @@ def test_mbmpo_with_its_models_on_cuda_takes_the_cpu_random_steps(tmp_path):
     resumed = train(load_config("mbmpo-nav2d", [*tiny, "train.iterations=3"]), tmp_path / "cuda", resume=True,
                     device="cuda", progress=False)
     assert resumed["real_steps"] > runs["cuda"]["real_steps"] > 1000
+
+
+
+META_CRITIC_TINY = {
+    "meta-critic-cartpole": ["task.chunk=6", "task.history=3", "train.steps=3", "eval.lengths=2",
+                             "eval.seeds=1", "eval.steps=4", "eval.test_every=2", "eval.test_episodes=1",
+                             "eval.horizon=20"],
+    "meta-critic-bandit": ["task.pulls=3", "train.steps=3", "eval.num_tasks=8", "eval.steps=3",
+                           "eval.particles=16"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(META_CRITIC_TINY))
+def test_meta_critic_rl_with_its_critic_on_cuda_takes_the_cpu_episodes(name, tmp_path):
+    """MVN, TAEN and the actors on CUDA, the cart-poles and bandits on the CPU (actions drawn
+    there from the actors' probabilities): the first episode's critic loss equals a CPU run's,
+    and meta-testing runs."""
+    overrides = [*META_CRITIC_TINY[name], "train.num_tasks=4", "train.iterations=2", "train.log_every=1"]
+    for device in ("cpu", "cuda"):
+        train(load_config(name, overrides), tmp_path / device, device=device, progress=False)
+    first = [json.loads((tmp_path / d / "metrics.jsonl").read_text().splitlines()[0])
+             for d in ("cpu", "cuda")]
+    assert first[1]["critic_loss"] == pytest.approx(first[0]["critic_loss"], rel=1e-3)

@@ -9,7 +9,7 @@ import torch
 from metakit import MetakitError
 from metakit.experiment import load_config
 from metakit.experiment.meta_critic_bandit import equal_pulls_then_commit, thompson_then_commit
-from metakit.experiment.meta_critic_cartpole import CartPoleMetaCritic, games_to_threshold
+from metakit.experiment.meta_critic_cartpole import games_to_threshold
 from metakit.experiment.runner import build
 from metakit.rl.envs import CartPole, DirichletBandit
 from metakit.rl.meta_critic import (
@@ -166,8 +166,6 @@ def test_rl_settings_give_clear_errors():
         load_config("meta-critic-bandit", ["task.arms=1"])
     with pytest.raises(MetakitError, match="task.history"):
         load_config("meta-critic-cartpole", ["task.history=0"])
-    with pytest.raises(MetakitError, match="cartpole setting runs on the CPU for now.*got --device cuda"):
-        CartPoleMetaCritic(load_config("meta-critic-cartpole"), "cuda")  # (build checks CUDA first)
     with pytest.raises(MetakitError, match="set_tasks expects a tensor"):
         ContinuingEpisodes(CartPole(), torch.tensor(1.0), history=3)  # no task parameters
     env = CartPole()

@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed
-from ..errors import MetakitError
 from ..gradient import MAML
 from ..nets import MLP
 from ..rl.meta_critic import (
@@ -93,12 +92,6 @@ class CriticTraining(Algorithm):
     the episode count and the current batch of tasks (actors are fresh every episode)."""
 
     shard_key = "train.num_tasks"  # under torchrun each rank trains its share of the tasks' actors
-
-    def __init__(self, config, device: str = "cpu"):
-        if device != "cpu":
-            raise MetakitError(f"meta-critic's {config.task.name} setting runs on the CPU for now (its sine "
-                               f"setting runs on CUDA); got --device {device}")
-        super().__init__(config, device)
 
     def state_dict(self):
         return {"critic": self.critic.state_dict(), "optimizer": self.optimizer.state_dict(),

@@ -88,24 +88,25 @@ class BanditMetaCritic(CriticTraining):
         torch.manual_seed(config.seed)
         a, k = config.algorithm, config.task.arms
         self.env = DirichletBandit(k)
-        self.critic = MetaCritic(k, k + 1, a.hidden_size, a.encoder_size, a.z_size)
+        self.critic = MetaCritic(k, k + 1, a.hidden_size, a.encoder_size, a.z_size).to(device)
         self.optimizer = torch.optim.Adam(self.critic.parameters(), lr=a.critic_lr)
         self.episode, self.tasks = 0, None
 
     def fresh_actors(self, num_tasks: int, generator):
-        actors = BatchedMLP(num_tasks, [1, 40, 40, self.config.task.arms], generator)
+        actors = BatchedMLP(num_tasks, [1, 40, 40, self.config.task.arms], generator).to(self.device)
         return actors, torch.optim.Adam(actors.parameters(), lr=self.config.algorithm.actor_lr, fused=True)
 
     def pull(self, tasks, logits, generator):
         """`pulls` arms per task from the policies of logits [T, k]: (one-hot arms [T, N, k],
-        rewards [T, N])."""
-        arms = sample_actions(logits.detach()[:, None].expand(-1, self.config.task.pulls, -1), generator)
-        return bernoulli_pulls(tasks, arms, generator)
+        rewards [T, N]), on the critic's device; drawn on the CPU."""
+        logits = logits.detach()[:, None].expand(-1, self.config.task.pulls, -1)
+        arms = sample_actions(logits.cpu(), generator)
+        return tuple(t.to(self.device) for t in bernoulli_pulls(tasks, arms, generator))
 
     def actor_step(self, actors, optimizer, z) -> None:
         """Each actor ascends sum_a pi(a) Q(a, z) under the (read-only) critic."""
         k = self.config.task.arms
-        every_arm = torch.eye(k).expand(z.shape[0], k, k)
+        every_arm = torch.eye(k, device=z.device).expand(z.shape[0], k, k)
         with torch.no_grad():
             values = self.critic.value(every_arm, z)  # [T, k]
         optimizer.zero_grad(set_to_none=True)
@@ -140,7 +141,7 @@ class BanditMetaCritic(CriticTraining):
                     history = torch.cat(pairs(arms, rewards), -1)
         self.episode += 1
         with torch.no_grad():
-            reward = distributed.average((torch.softmax(policy_logits(actors), -1) * tasks).sum(1).mean())
+            reward = distributed.average(expected_reward(actors, tasks).mean())
         return {"critic_loss": sum(losses) / len(losses), "reward": reward}
 
     # -- meta-test -----------------------------------------------------------------------------
@@ -187,7 +188,8 @@ class BanditMetaCritic(CriticTraining):
 
 def policy_logits(actors: BatchedMLP) -> torch.Tensor:
     """Each actor's arm logits [T, k] (its input is a constant 1, as in the authors' code)."""
-    return actors(torch.ones(actors.weights[0].shape[0], 1, 1))[:, 0]
+    weights = actors.weights[0]
+    return actors(torch.ones(weights.shape[0], 1, 1, device=weights.device))[:, 0]
 
 
 def pairs(arms: torch.Tensor, rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,7 +199,7 @@ def pairs(arms: torch.Tensor, rewards: torch.Tensor) -> tuple[torch.Tensor, torc
 
 def expected_reward(actors: BatchedMLP, tasks: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        return (torch.softmax(policy_logits(actors), -1) * tasks).sum(1)
+        return (torch.softmax(policy_logits(actors), -1).cpu() * tasks).sum(1)  # on the CPU, as tasks
 
 
 def bernoulli_pulls(tasks: torch.Tensor, arms: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:

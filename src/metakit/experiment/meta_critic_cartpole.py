@@ -102,20 +102,20 @@ class CartPoleMetaCritic(CriticTraining):
         torch.manual_seed(config.seed)
         a, t = config.algorithm, config.task
         self.env = CartPole(tuple(t.length), horizon=ENDLESS)
-        self.critic = MetaCritic(4, 4 + 2 + 1, a.hidden_size, a.encoder_size, a.z_size)
+        self.critic = MetaCritic(4, 4 + 2 + 1, a.hidden_size, a.encoder_size, a.z_size).to(device)
         self.optimizer = torch.optim.Adam(self.critic.parameters(), lr=a.critic_lr)
         self.episode, self.tasks, self.evaluated = 0, None, None
 
     def embed(self, history: torch.Tensor) -> torch.Tensor:
         if not self.config.algorithm.task_encoder:
-            return torch.zeros(history.shape[0], self.critic.encoder.z_size)
-        return self.critic.encoder(history)
+            return torch.zeros(history.shape[0], self.critic.encoder.z_size, device=self.device)
+        return self.critic.encoder(history.to(self.device))
 
     def actor_critic_step(self, actors, actor_optimizer, episodes: ContinuingEpisodes, value, generator):
         """One chunk and one actor update against `value(states [T, n, 4]) -> [T, n]` (detached);
         returns the chunk and its bootstrapped returns, for the critic's update."""
         t = self.config.task
-        chunk = episodes.chunk(actors, t.chunk, generator)
+        chunk = episodes.chunk(actors, t.chunk, generator).to(self.device)  # sampled on the CPU
         with torch.no_grad():
             returns = n_step_returns(chunk, value(chunk.last[:, None])[:, 0], t.gamma)
             advantages = returns - value(chunk.states)
@@ -126,7 +126,7 @@ class CartPoleMetaCritic(CriticTraining):
         return chunk, returns
 
     def fresh_actors(self, num_tasks: int, generator):
-        actors = BatchedMLP(num_tasks, [4, 40, 40, 2], generator)
+        actors = BatchedMLP(num_tasks, [4, 40, 40, 2], generator).to(self.device)
         return actors, torch.optim.Adam(actors.parameters(), lr=self.config.algorithm.actor_lr, fused=True)
 
     def step(self, generator):
@@ -175,7 +175,7 @@ class CartPoleMetaCritic(CriticTraining):
         generator = torch.Generator().manual_seed(ev.seed + 1)  # the same actors and episodes per method
         actors, actor_optimizer = self.fresh_actors(tasks.shape[0], generator)
         if method == "scratch":
-            own = BatchedMLP(tasks.shape[0], [4, 80, 80, 1], generator)
+            own = BatchedMLP(tasks.shape[0], [4, 80, 80, 1], generator).to(self.device)
             own_optimizer = torch.optim.Adam(own.parameters(), lr=a.critic_lr)
         env, test_env = (
             CartPole(tuple(t.length), horizon=ENDLESS),
@@ -190,7 +190,7 @@ class CartPoleMetaCritic(CriticTraining):
             if step % ev.test_every == 0:
                 returns.append(greedy_returns(actors, test_env, tasks, ev.test_episodes, test_generator))
                 games.append(episodes.games.clone())
-                codes.append(z)
+                codes.append(z.cpu())
             if step == ev.steps:
                 break
             with torch.enable_grad():

@@ -14,7 +14,7 @@ The actors of a batch of tasks are one module, `BatchedMLP`, stepped by one opti
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -127,6 +127,9 @@ class Chunk:
     failed: torch.Tensor  # [T] bool: the episode ended inside the chunk (no bootstrap)
     last: torch.Tensor  # [T, obs]: the state after the chunk, to bootstrap from
 
+    def to(self, device) -> Chunk:
+        return Chunk(*(getattr(self, f.name).to(device) for f in fields(self)))
+
 
 class ContinuingEpisodes:
     """One episode per task that runs on across chunks of n steps and restarts when it fails
@@ -149,7 +152,9 @@ class ContinuingEpisodes:
         env, states, actions, rewards, masks = self.env, [], [], [], []
         alive = torch.ones(self.obs.shape[0], dtype=torch.bool)
         for _ in range(steps):
-            action = sample_actions(actors(self.obs[:, None])[:, 0], generator)
+            # the actors may be on a GPU; the episodes stay on the CPU, actions drawn there
+            logits = actors(self.obs[:, None].to(actors.weights[0].device))[:, 0]
+            action = sample_actions(logits.cpu(), generator)
             obs, _, done = env.step(action[:, None], generator)
             failed = env.terminated[:, 0] & alive
             reward = torch.where(failed, self.failure_reward, 1.0)
@@ -198,7 +203,7 @@ def greedy_returns(actors: BatchedMLP, env: TaskEnv, tasks: torch.Tensor, episod
     env.set_tasks(tasks)
     obs, total = env.reset(episodes, generator), torch.zeros(tasks.shape[0], episodes)
     for _ in range(env.horizon):
-        obs, reward, done = env.step(actors(obs).argmax(-1), generator)
+        obs, reward, done = env.step(actors(obs.to(actors.weights[0].device)).argmax(-1).cpu(), generator)
         total += reward
         if done.all():
             break
