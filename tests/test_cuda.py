@@ -105,14 +105,16 @@ META_CRITIC_TINY = {
                              "eval.horizon=20"],
     "meta-critic-bandit": ["task.pulls=3", "train.steps=3", "eval.num_tasks=8", "eval.steps=3",
                            "eval.particles=16"],
+    "meta-critic-sine": ["train.steps=3", "eval.num_tasks=4", "eval.shots=[4]", "eval.test_points=10",
+                         "eval.steps=3", "eval.maml_iterations=2", "eval.maml_steps=1"],
 }
 
 
 @pytest.mark.parametrize("name", sorted(META_CRITIC_TINY))
 def test_meta_critic_rl_with_its_critic_on_cuda_takes_the_cpu_episodes(name, tmp_path):
     """MVN, TAEN and the actors on CUDA, the cart-poles and bandits on the CPU (actions drawn
-    there from the actors' probabilities): the first episode's critic loss equals a CPU run's,
-    and meta-testing runs."""
+    there from the actors' probabilities; sines drawn there too): the first episode's critic
+    loss equals a CPU run's, and meta-testing runs."""
     overrides = [*META_CRITIC_TINY[name], "train.num_tasks=4", "train.iterations=2", "train.log_every=1"]
     for device in ("cpu", "cuda"):
         train(load_config(name, overrides), tmp_path / device, device=device, progress=False)
