@@ -31,7 +31,6 @@ import torch.nn.functional as F
 
 import metakit
 from metakit import MAML, TaskBatch
-from metakit.gradient.maml import NORMS
 
 CASES = {
     # name: (model, meta-batch, inner steps, first order)
@@ -76,13 +75,12 @@ class _HarnessSteps:
 
 def metakit_impl(strategy):
     def build(model, batch, loss, steps, first_order, lr):
-        chunk = {"vmap": batch.num_tasks, "loop": 1, "default": None, "chunk8": 8, "meta_step": None}[
-            strategy.replace("-compiled", "")
-        ]
-        compiled = strategy.endswith("compiled")
-        if compiled and any(isinstance(m, NORMS) for m in model.modules()) and model.training:
-            # the compiled tape is refused through norms, and meta_step takes the eager tape
-            # where BatchNorm updates running statistics: a "compiled" row would time eager code
+        chunk = {"vmap": batch.num_tasks, "loop": 1, "default": None, "chunk8": 8, "meta_step": None,
+                 "meta_step-loop": 1}[strategy.replace("-compiled", "")]
+        compiled = "compiled" in strategy
+        if compiled and model.training and any(True for _ in model.buffers()):
+            # meta_step takes the eager tape where BatchNorm updates running statistics: a
+            # "compiled" row would time eager code
             print(f"  skipped metakit-{strategy}: no compiled path for a norm layer updating its statistics")
             return None
         try:
@@ -213,6 +211,7 @@ IMPLS = {
     "metakit-compiled": metakit_impl("default-compiled"),
     "metakit-meta_step": metakit_impl("meta_step"),
     "metakit-meta_step-compiled": metakit_impl("meta_step-compiled"),
+    "metakit-meta_step-compiled-loop": metakit_impl("meta_step-loop-compiled"),  # one task a graph
     "learn2learn": learn2learn_impl,
     "higher": higher_impl,
     "torchopt": torchopt_impl,
@@ -289,7 +288,8 @@ def sync(device):
 
 def peak_memory_mb(iteration, device) -> float:
     """Peak tensor memory of one meta-iteration above what was allocated before it: the
-    allocator's own peak on CUDA, the profiler's allocation events summed in order on CPU."""
+    allocator's own peak on CUDA; on CPU, the profiler's record of every allocation and free
+    (compiled graphs' buffers included), summed in time order."""
     sync(device)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -301,9 +301,12 @@ def peak_memory_mb(iteration, device) -> float:
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         iteration()
-    current = peak = 0  # each op's own allocations minus frees, in the order the ops started
-    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
-        current += event.self_cpu_memory_usage
+    # the raw allocator records: summing ops' net allocations (prof.events()) misses what an op
+    # allocates and frees inside itself, as a compiled graph does with all its buffers
+    records = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    current = peak = 0
+    for record in sorted(records, key=lambda e: e.start_ns()):
+        current += record.nbytes()
         peak = max(peak, current)
     return peak / 2**20
 

@@ -254,6 +254,7 @@ VARIANTS = {
     "meta-sgd": {"learn_inner_lr": True},
     "anil": {"adapt_params": ["out"]},
     "chunked": {"chunk_size": 2},
+    "uneven-chunks": {"chunk_size": 3},  # 3 + 1 tasks: each chunk's mean weighted by its share
 }
 
 

@@ -146,6 +146,13 @@ def randn(*shape: int, generator: torch.Generator | None = None, **kwargs) -> to
     return _draw(torch.randn, shape, generator, **kwargs)
 
 
+def categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One draw from each row of probs [tasks, ..., K]: long [tasks, ...], by the inverse CDF of
+    a task-first uniform (the same draws for a task on any number of ranks or devices)."""
+    u = rand(*probs.shape[:-1], 1, generator=generator, dtype=probs.dtype).to(probs.device)
+    return (probs.cumsum(-1) < u).sum(-1).clamp_max(probs.shape[-1] - 1)
+
+
 def mean(tensor: torch.Tensor) -> torch.Tensor:
     """The mean over the ranks of a tensor (a new tensor; no gradient flows through)."""
     return total(tensor) / world_size() if world_size() > 1 else tensor

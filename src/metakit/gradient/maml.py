@@ -94,12 +94,18 @@ class MAML(TaskLearner):
         else:
             named = dict(self.named_parameters())
             trainable = {n: p.detach() for n, p in named.items() if p.requires_grad}
-            with self.model_errors(batch.support_x):
-                grads, loss = self._meta_gradient(trainable, *batch)
-            for name, g in grads.items():
-                named[name].grad = g
+            size = batch.num_tasks if self.chunk_size is None else self.chunk_size
+            loss = 0.0
+            for start in range(0, batch.num_tasks, size):  # one graph a chunk: memory of one chunk
+                chunk = batch[start:start + size] if size < batch.num_tasks else batch
+                with self.model_errors(chunk.support_x):
+                    grads, chunk_loss = self._meta_gradient(trainable, *chunk)
+                share = chunk.num_tasks / batch.num_tasks  # each chunk's loss is its own mean
+                loss = loss + share * chunk_loss.detach()
+                for name, g in grads.items():
+                    named[name].grad = share * g if named[name].grad is None else named[name].grad + share * g
         optimizer.step()
-        return loss.detach()
+        return loss
 
     def task_losses(self, batch: TaskBatch) -> torch.Tensor:
         self._check(batch)

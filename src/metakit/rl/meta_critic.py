@@ -105,8 +105,7 @@ def train_regression_actors(critic: MetaCritic, z: torch.Tensor, sample_x, steps
 def sample_actions(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One action per row of logits [T, ..., A]: long [T, ...], by the inverse CDF of a uniform
     draw made task-first (the same actions for a task on any number of torchrun ranks)."""
-    u = distributed.rand(*logits.shape[:-1], 1, generator=generator, dtype=logits.dtype)
-    return (torch.softmax(logits, -1).cumsum(-1) < u).sum(-1).clamp_max(logits.shape[-1] - 1)
+    return distributed.categorical(torch.softmax(logits, -1), generator)
 
 
 def clip_grad_norm_per_task(module: BatchedMLP, max_norm: float) -> None:

@@ -110,8 +110,7 @@ class CategoricalMLPPolicy(nn.Module):
 
     def sample(self, out, generator=None):
         """By the inverse CDF of one uniform draw per choice (task-first, as for Gaussians)."""
-        u = distributed.rand(*out.shape[:-1], 1, generator=generator, dtype=out.dtype).to(out.device)
-        return (out.exp().cumsum(-1) < u).sum(-1).clamp_max(out.shape[-1] - 1)
+        return distributed.categorical(out.exp(), generator)
 
     def log_prob(self, out, actions):
         return out.gather(-1, actions.unsqueeze(-1)).squeeze(-1)

@@ -108,10 +108,8 @@ def sample_trials(
         for _ in range(env.horizon):
             x = policy.inputs(*(t.to(device) for t in (obs, prev_action, prev_reward, prev_done)))[:, None]
             log_probs, value, hidden = policy(x, hidden)
-            # by the inverse CDF of a task-first draw on the CPU generator: the same actions
-            # whatever the policy's device and the number of torchrun ranks
-            u = distributed.rand(batch, 1, generator=generator)
-            action = (log_probs[:, 0].exp().cpu().cumsum(-1) < u).sum(-1).clamp_max(log_probs.shape[-1] - 1)
+            # drawn on the CPU generator: the same actions whatever the policy's device
+            action = distributed.categorical(log_probs[:, 0].exp().cpu(), generator)
             obs, reward, done = env.step(action[:, None], generator)
             obs, reward, done = obs[:, 0], reward[:, 0], done[:, 0]
             taken = action.to(device)

@@ -47,7 +47,6 @@ class TabularMDP(TaskEnv):
         # task-first draws (a task's episodes are the same on any number of torchrun ranks)
         reward = mean + distributed.randn(*mean.shape, generator=generator)
         probs = self.transitions()[tasks, self.state, actions]  # [T, E, S]
-        u = distributed.rand(*mean.shape, 1, generator=generator)
-        following = (probs.cumsum(-1) < u).sum(-1).clamp_max(self.states - 1)  # by the inverse CDF
+        following = distributed.categorical(probs, generator)
         self.state = torch.where(self.done, self.state, following)
         return F.one_hot(self.state, self.states).float(), reward, torch.zeros_like(self.done)
