@@ -76,7 +76,7 @@ class _HarnessSteps:
 def metakit_impl(strategy):
     def build(model, batch, loss, steps, first_order, lr):
         chunk = {"vmap": batch.num_tasks, "loop": 1, "default": None, "chunk8": 8, "meta_step": None,
-                 "meta_step-loop": 1}[strategy.replace("-compiled", "")]
+                 "meta_step-loop": 1, "meta_step-chunk2": 2}[strategy.replace("-compiled", "")]
         compiled = "compiled" in strategy
         if compiled and model.training and any(True for _ in model.buffers()):
             # meta_step takes the eager tape where BatchNorm updates running statistics: a
@@ -212,6 +212,7 @@ IMPLS = {
     "metakit-meta_step": metakit_impl("meta_step"),
     "metakit-meta_step-compiled": metakit_impl("meta_step-compiled"),
     "metakit-meta_step-compiled-loop": metakit_impl("meta_step-loop-compiled"),  # one task a graph
+    "metakit-meta_step-compiled-chunk2": metakit_impl("meta_step-chunk2-compiled"),
     "learn2learn": learn2learn_impl,
     "higher": higher_impl,
     "torchopt": torchopt_impl,

@@ -305,3 +305,22 @@ def test_compiled_meta_step_through_a_norm_layer_is_as_exact_as_eager():
     assert errors[True] < max(3 * errors[False], 1e-6), errors
     with pytest.raises(metakit.MetakitError, match="meta_gradient='tape' through normalisation layers"):
         MAML(model, F.mse_loss, inner_lr=0.1, compile=True, meta_gradient="tape")
+
+
+def test_each_compiled_learner_has_its_own_compiled_code_cache():
+    """Dynamo caches compiled code per code object, with a limit of 8 recompilations: learners
+    sharing one (a method, torch.func's wrapper) made the 9th learner in a process run eager."""
+    from torch._dynamo.utils import counters
+
+    from metakit.engine import compile_own
+
+    def graphs_compiled(wrap):
+        before = counters["stats"]["unique_graphs"]
+        for width in range(1, 11):  # ten "learners", each a new input shape
+            wrap(lambda x: (x * 2).sum())(torch.ones(width))
+        return counters["stats"]["unique_graphs"] - before
+
+    torch._dynamo.reset()
+    assert graphs_compiled(lambda fn: compile_own(fn, backend="eager")) == 10
+    # the same with one code object for all ten (the lambda below): Dynamo stops at 8
+    assert graphs_compiled(lambda fn: torch.compile(lambda x: fn(x), backend="eager", dynamic=False)) < 10

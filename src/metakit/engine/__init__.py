@@ -123,5 +123,17 @@ def run_over_tasks(fn: Callable, shared: tuple, per_task: tuple, chunk_size: int
     return outputs[0] if len(outputs) == 1 else tree_map(lambda *xs: torch.cat(xs), *outputs)
 
 
+def compile_own(fn: Callable, **options) -> Callable:
+    """torch.compile(fn) with a compiled-code cache of its own. Dynamo keeps compiled graphs,
+    and its limit of 8 recompilations, per code object: every learner's method (or torch.func
+    wrapper) shares one, so a 9th learner in a process would silently run eager."""
+
+    def compiled_call(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    compiled_call.__code__ = compiled_call.__code__.replace()  # a new code object: a new cache
+    return torch.compile(compiled_call, **options)
+
+
 def call(model: nn.Module, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:
     return functional_call(model, (params, buffers), (x,), strict=False, tie_weights=False)

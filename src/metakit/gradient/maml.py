@@ -15,7 +15,7 @@ from torch import nn
 from torch.func import grad_and_value
 
 from ..batch import TaskBatch
-from ..engine import Params
+from ..engine import Params, compile_own
 from ..errors import MetakitError
 from .learner import LossFn, TaskLearner
 
@@ -47,9 +47,9 @@ class MAML(TaskLearner):
                                "default meta_gradient (torch.func's, exact compiled) or compile=False")
         # through norm layers only torch.func's gradient is compiled (as exact as eager through
         # every norm layer: benchmarks/compiled_norms.py); meta_loss() stays eager there
-        self._task_losses = torch.compile(self._chunk_losses) if compile and not norms else self._chunk_losses
+        self._task_losses = compile_own(self._chunk_losses) if compile and not norms else self._chunk_losses
         gradient = grad_and_value(self._functional_meta_loss)
-        self._meta_gradient = torch.compile(gradient) if compile else gradient
+        self._meta_gradient = compile_own(gradient) if compile else gradient
 
     def step_sizes(self) -> Params:
         if self.learn_inner_lr:
