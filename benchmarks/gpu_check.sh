@@ -9,5 +9,5 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_meta_gradients.py 2>&1 | tee "$OUT/gpu-pytest.log"
 python3 -m metakit.cli reproduce sinusoid --budget smoke --device cuda --out "$OUT/gpu-smoke" --quiet
 python3 benchmarks/speed.py --device cuda \
-    --impls metakit,metakit-loop,metakit-chunk8,metakit-compiled,metakit-meta_step-compiled \
+    --impls metakit,metakit-loop,metakit-chunk8,metakit-compiled,metakit-meta_step-compiled,metakit-meta_step-compiled-loop \
     --rounds 5 --out "$OUT/speed-cuda.json"

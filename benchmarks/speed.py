@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 import metakit
 from metakit import MAML, TaskBatch
+from metakit.gradient.maml import NORMS
 
 CASES = {
     # name: (model, meta-batch, inner steps, first order)
@@ -78,10 +79,13 @@ def metakit_impl(strategy):
         chunk = {"vmap": batch.num_tasks, "loop": 1, "default": None, "chunk8": 8, "meta_step": None,
                  "meta_step-loop": 1, "meta_step-chunk2": 2}[strategy.replace("-compiled", "")]
         compiled = "compiled" in strategy
-        if compiled and model.training and any(True for _ in model.buffers()):
-            # meta_step takes the eager tape where BatchNorm updates running statistics: a
-            # "compiled" row would time eager code
-            print(f"  skipped metakit-{strategy}: no compiled path for a norm layer updating its statistics")
+        tape = not strategy.startswith("meta_step")
+        if compiled and any(isinstance(m, NORMS) for m in model.modules()) and (
+            tape or (model.training and any(True for _ in model.buffers()))
+        ):
+            # the tape is not compiled through norm layers, and meta_step takes the eager tape
+            # where BatchNorm updates running statistics: a "compiled" row would time eager code
+            print(f"  skipped metakit-{strategy}: no compiled path through these norm layers")
             return None
         try:
             maml = MAML(model, loss, lr, steps, first_order=first_order, chunk_size=chunk, compile=compiled)
