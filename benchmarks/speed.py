@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 import metakit
 from metakit import MAML, TaskBatch
+from metakit.engine import peak_memory_mb
 from metakit.gradient.maml import NORMS
 
 CASES = {
@@ -289,31 +290,6 @@ def setup(impl: str, case: str, device: str):
 def sync(device):
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-
-
-def peak_memory_mb(iteration, device) -> float:
-    """Peak tensor memory of one meta-iteration above what was allocated before it: the
-    allocator's own peak on CUDA; on CPU, the profiler's record of every allocation and free
-    (compiled graphs' buffers included), summed in time order."""
-    sync(device)
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        iteration()
-        sync(device)
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        iteration()
-    # the raw allocator records: summing ops' net allocations (prof.events()) misses what an op
-    # allocates and frees inside itself, as a compiled graph does with all its buffers
-    records = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    current = peak = 0
-    for record in sorted(records, key=lambda e: e.start_ns()):
-        current += record.nbytes()
-        peak = max(peak, current)
-    return peak / 2**20
 
 
 class Local:

@@ -23,6 +23,9 @@ def test_unknown_key_and_bad_values_name_the_key(tmp_path):
         load_config(path)
     with pytest.raises(MetakitError, match=r"'algorithm.inner_lr' must be >= 0, got -0.5"):
         load_config("sinusoid", ["algorithm.inner_lr=-0.5"])
+    with pytest.raises(MetakitError, match=r"'algorithm.memory_budget_mb' must be null or > 0, got 0"):
+        load_config("sinusoid", ["algorithm.memory_budget_mb=0"])
+    assert load_config("sinusoid", ["algorithm.memory_budget_mb=64"]).algorithm.memory_budget_mb == 64
     with pytest.raises(MetakitError, match=r"'train.iterations' must be int, got 'many'"):
         load_config("sinusoid", ["train.iterations=many"])
     with pytest.raises(MetakitError, match=r"'algorithm.name' must be one of \['anil'.*got 'mamal'"):

@@ -324,3 +324,36 @@ def test_each_compiled_learner_has_its_own_compiled_code_cache():
     assert graphs_compiled(lambda fn: compile_own(fn, backend="eager")) == 10
     # the same with one code object for all ten (the lambda below): Dynamo stops at 8
     assert graphs_compiled(lambda fn: torch.compile(lambda x: fn(x), backend="eager", dynamic=False)) < 10
+
+
+def test_memory_budget_chooses_a_chunk_that_fits_and_keeps_the_meta_gradient():
+    from metakit.engine import peak_memory_mb
+
+    torch.manual_seed(0)
+    model = metakit.nets.MLP(1, [64, 64], 1)
+    batch = small_batch(tasks=8, shots=50)
+    params = list(model.parameters())
+    whole = flat(torch.autograd.grad(MAML(model, F.mse_loss, 0.1).meta_loss(batch), params))
+
+    def peak_of_meta_backward(maml):
+        model.zero_grad(set_to_none=True)
+        return peak_memory_mb(lambda: maml.meta_backward(batch), "cpu")
+
+    one_task, all_tasks = (peak_of_meta_backward(MAML(model, F.mse_loss, 0.1, chunk_size=k)) for k in (1, 8))
+    assert all_tasks > 3 * one_task  # the test's premise: memory grows with the tasks in a chunk
+    budget = 1.5 * one_task
+    maml = MAML(model, F.mse_loss, 0.1, memory_budget_mb=budget)
+    maml.meta_backward(batch)  # chooses its chunk at the first call
+    assert 1 <= maml.chunk_size < 8
+    assert peak_of_meta_backward(maml) <= budget
+    torch.testing.assert_close(flat([p.grad for p in params]), whole)
+    roomy = MAML(model, F.mse_loss, 0.1, memory_budget_mb=10 * all_tasks)
+    roomy.meta_step(batch, torch.optim.SGD(params, lr=0.0))
+    assert roomy.chunk_size == 8
+    with pytest.raises(metakit.MetakitError, match="below one task's meta-gradient .* MB measured"):
+        MAML(model, F.mse_loss, 0.1, memory_budget_mb=1e-6).meta_backward(batch)
+    with pytest.raises(metakit.MetakitError, match="not both"):
+        MAML(model, F.mse_loss, 0.1, chunk_size=2, memory_budget_mb=10)
+    for bad in (0, -1.0, True, "10"):
+        with pytest.raises(metakit.MetakitError, match="memory_budget_mb must be"):
+            MAML(model, F.mse_loss, 0.1, memory_budget_mb=bad)

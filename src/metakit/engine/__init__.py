@@ -7,6 +7,8 @@ are routed through an exact formulation (`exact_norms`), scoped to that call.
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from collections.abc import Callable, Iterator
 
 import torch
@@ -121,6 +123,50 @@ def run_over_tasks(fn: Callable, shared: tuple, per_task: tuple, chunk_size: int
     with exact_norms() if exact else contextlib.nullcontext():
         outputs = [vmap(fn, in_dims=in_dims)(*shared, *chunk) for chunk in chunks]
     return outputs[0] if len(outputs) == 1 else tree_map(lambda *xs: torch.cat(xs), *outputs)
+
+
+@contextlib.contextmanager
+def _quiet_c_stderr() -> Iterator[None]:
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def peak_memory_mb(fn: Callable[[], object], device: torch.device | str) -> float:
+    """Peak tensor memory that fn() allocates above what was allocated before it, in MB: the
+    CUDA allocator's own peak, or on CPU the profiler's record of every allocation and free
+    summed in time order (a compiled graph's buffers included)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415 (only when measuring)
+
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _quiet_c_stderr():  # Kineto writes a line to the C stderr as it starts and stops
+        prof.__enter__()
+    try:
+        fn()
+    finally:
+        with _quiet_c_stderr():
+            prof.__exit__(None, None, None)
+    # the raw records: ops' net allocations would miss what an op allocates and frees inside
+    records = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    current = peak = 0
+    for record in sorted(records, key=lambda e: e.start_ns()):
+        current += record.nbytes()
+        peak = max(peak, current)
+    return peak / 2**20
 
 
 def compile_own(fn: Callable, **options) -> Callable:

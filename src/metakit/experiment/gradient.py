@@ -20,6 +20,8 @@ class PretrainSection:
     inner_lr: float = check(*non_negative, default=0.01)  # at test time (and MAML's inner loop)
     adapt_params: list[str] | None = None  # parameters the inner loop updates; ANIL: the model's last layer
     chunk_size: int | None = check(*chunk_size, default=None)  # tasks per vmap (null: all at once)
+    # or: the most tasks a chunk within this peak memory, measured at the first step
+    memory_budget_mb: float | None = check(lambda v: v is None or v > 0, "null or > 0", default=None)
 
 
 @dataclass
@@ -87,7 +89,8 @@ class MAMLExperiment(SupervisedAlgorithm):
         return MAML(model, loss_function(config), algo.inner_lr,
                     inner_steps=getattr(algo, "inner_steps", 0), first_order=algo.name == "fomaml",
                     learn_inner_lr=algo.name == "metasgd", adapt_params=adapt,
-                    chunk_size=algo.chunk_size, compile=compile_by_default(config, model))
+                    chunk_size=algo.chunk_size, compile=compile_by_default(config, model),
+                    memory_budget_mb=algo.memory_budget_mb)
 
 
 @dataclass

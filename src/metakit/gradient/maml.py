@@ -15,7 +15,7 @@ from torch import nn
 from torch.func import grad_and_value
 
 from ..batch import TaskBatch
-from ..engine import Params, compile_own
+from ..engine import Params, compile_own, peak_memory_mb
 from ..errors import MetakitError
 from .learner import LossFn, TaskLearner
 
@@ -24,8 +24,18 @@ class MAML(TaskLearner):
     def __init__(self, model: nn.Module, loss_fn: LossFn, inner_lr: float, inner_steps: int = 1,
                  first_order: bool = False, learn_inner_lr: bool = False,
                  adapt_params: Sequence[str] | None = None, chunk_size: int | None = None,
-                 compile: bool = False, meta_gradient: str | None = None):
+                 compile: bool = False, meta_gradient: str | None = None,
+                 memory_budget_mb: float | None = None):
         super().__init__(model, loss_fn, inner_lr, inner_steps, adapt_params, chunk_size)
+        if memory_budget_mb is not None:
+            if isinstance(memory_budget_mb, bool) or not isinstance(memory_budget_mb, (int, float)) \
+                    or not memory_budget_mb > 0:
+                raise MetakitError(f"memory_budget_mb must be a number of MB > 0, got {memory_budget_mb!r}")
+            if chunk_size is not None:
+                raise MetakitError(f"give chunk_size ({chunk_size}) or memory_budget_mb "
+                                   f"({memory_budget_mb}), not both: the budget chooses the chunk")
+        self.memory_budget_mb = memory_budget_mb
+        self._budget_for = None  # the number of tasks the chunk was chosen for
         if meta_gradient not in (None, "tape", "functional"):
             raise MetakitError(f"meta_gradient must be None (choose by compile), 'tape' or 'functional', "
                                f"got {meta_gradient!r}")
@@ -88,6 +98,7 @@ class MAML(TaskLearner):
         mode), it is meta_backward's. Either equals meta_loss(batch).backward()'s
         (tests/test_meta_gradients.py)."""
         self._check(batch)
+        self._fit_budget(batch)
         optimizer.zero_grad(set_to_none=True)
         if self.meta_gradient == "tape" or (self.model.training and any(True for _ in self.model.buffers())):
             loss = self.meta_backward(batch)
@@ -107,6 +118,42 @@ class MAML(TaskLearner):
         optimizer.step()
         return loss
 
+    def choose_chunk_size(self, batch: TaskBatch, budget_mb: float) -> int:
+        """The most tasks a chunk (1, 2, 4, ... or all of batch) whose meta-gradient stays
+        within budget_mb of peak memory, each candidate measured once on batch's first tasks
+        (engine.peak_memory_mb). Measured eagerly: compiled graphs took no more here."""
+        self._check(batch)
+        params = [p for p in self.parameters() if p.requires_grad]
+        device = params[0].device
+        saved_chunk, buffers = self.chunk_size, {k: b.clone() for k, b in self.model.named_buffers()}
+        chosen, size = None, 1
+        try:
+            while True:
+                self.chunk_size, chunk = size, batch[:size]
+                with self.model_errors(chunk.support_x):
+                    peak = peak_memory_mb(lambda: torch.autograd.grad(  # noqa: B023 (called at once)
+                        self._chunk_losses(chunk).sum(), params, allow_unused=True), device)
+                if peak > budget_mb:
+                    break
+                chosen = size
+                if size == batch.num_tasks:
+                    break
+                size = min(2 * size, batch.num_tasks)
+        finally:
+            self.chunk_size = saved_chunk
+            with torch.no_grad():  # the measuring passes must not move BatchNorm's statistics
+                for name, live in self.model.named_buffers():
+                    live.copy_(buffers[name])
+        if chosen is None:
+            raise MetakitError(f"memory_budget_mb={budget_mb} is below one task's meta-gradient "
+                               f"({peak:.1f} MB measured); raise the budget")
+        return chosen
+
+    def _fit_budget(self, batch: TaskBatch) -> None:
+        if self.memory_budget_mb is not None and self._budget_for != batch.num_tasks:
+            self.chunk_size = self.choose_chunk_size(batch, self.memory_budget_mb)
+            self._budget_for = batch.num_tasks
+
     def task_losses(self, batch: TaskBatch) -> torch.Tensor:
         self._check(batch)
         with self.model_errors(batch.support_x):
@@ -124,6 +171,7 @@ class MAML(TaskLearner):
         """meta_loss(batch).backward() one chunk of tasks at a time, so that memory holds one
         chunk's graph; returns the (detached) meta-loss. Same gradient as meta_loss."""
         self._check(batch)
+        self._fit_budget(batch)
         size = batch.num_tasks if self.chunk_size is None else self.chunk_size
         buffers = dict(self.model.named_buffers()) if self.model.training else {}
         start_values = {k: b.clone() for k, b in buffers.items()}
