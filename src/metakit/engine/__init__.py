@@ -128,7 +128,11 @@ def run_over_tasks(fn: Callable, shared: tuple, per_task: tuple, chunk_size: int
 @contextlib.contextmanager
 def _quiet_c_stderr() -> Iterator[None]:
     sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except OSError:  # no file descriptor 2 to quieten
+        yield
+        return
     os.dup2(devnull, 2)
     try:
         yield

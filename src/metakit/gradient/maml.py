@@ -114,7 +114,8 @@ class MAML(TaskLearner):
                 share = chunk.num_tasks / batch.num_tasks  # each chunk's loss is its own mean
                 loss = loss + share * chunk_loss.detach()
                 for name, g in grads.items():
-                    named[name].grad = share * g if named[name].grad is None else named[name].grad + share * g
+                    g = g if share == 1 else share * g
+                    named[name].grad = g if named[name].grad is None else named[name].grad + g
         optimizer.step()
         return loss
 
