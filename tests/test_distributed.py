@@ -103,8 +103,7 @@ if distributed.is_main():
                 "returns": torch.tensor(returns), "adam": adam(ensemble), "fit": torch.tensor(fits)},
                 "alone": [*alone.state_dict().values(), *adam(alone), torch.tensor(fits), g.get_state()]},
                sys.argv[1])
-if distributed.world_size() > 1:
-    torch.distributed.destroy_process_group()  # as the CLI does: no gloo thread left at exit
+distributed.shutdown()  # as the CLI does: every rank done, then no gloo thread left at exit
 """
 
 
@@ -254,8 +253,7 @@ for name, sets in (("rl2-bandits", ["train.meta_batch_size=6", "algorithm.miniba
                    torch.randn(3, generator=generator)]
 if distributed.is_main():
     torch.save(saved, sys.argv[1])
-if distributed.world_size() > 1:
-    torch.distributed.destroy_process_group()
+distributed.shutdown()
 """
 
 

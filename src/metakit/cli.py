@@ -68,8 +68,11 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    finished = False
     try:
-        return _run(args)
+        code = _run(args)
+        finished = True
+        return code
     except MetakitError as error:
         print(f"metakit: error: {error}", file=sys.stderr)
         return 2
@@ -78,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         if "torch.distributed" in sys.modules and sys.modules["torch.distributed"].is_initialized():
-            sys.modules["torch.distributed"].destroy_process_group()
+            from . import distributed  # noqa: PLC0415 (torch is loaded by now)
+
+            distributed.shutdown(clean=finished)  # a failed rank must not wait for the others
 
 
 def _resume_advice(args, argv: list[str]) -> str:

@@ -229,6 +229,15 @@ def _for_backend(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.cuda() if dist.get_backend() == "nccl" else tensor
 
 
+def shutdown(clean: bool = True) -> None:
+    """End the process group, after a barrier when every rank got here: a rank that tears down
+    its gloo connections while another still uses them (saving, say) can abort the run."""
+    if dist.is_initialized():
+        if clean and world_size() > 1:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
