@@ -65,7 +65,9 @@ SMALL_MEMORY = {"slots": 8, "slot_size": 5, "reads": 2}
 
 
 @pytest.mark.parametrize("model", [MANN(6, 4, 16, **SMALL_MEMORY), LSTMBaseline(6, 4, 16),
-                                   MANN(6, 4, 16, **SMALL_MEMORY, key_strength=True, write_vector=True)])
+                                   MANN(6, 4, 16, **SMALL_MEMORY, key_strength=True, write_vector=True),
+                                   MANN(6, 4, 16, **SMALL_MEMORY, encoder="pixels+conv", encoder_channels=3),
+                                   LSTMBaseline(6, 4, 16, encoder="conv", encoder_channels=3)])
 def test_the_label_of_step_t_reaches_only_later_steps_and_episodes_are_independent(model):
     x, y = _episode()
     logits = model(x, y)
@@ -168,6 +170,8 @@ def test_bad_inputs_name_their_shapes():
         MANN(gamma=1.5)
     with pytest.raises(MetakitError, match="MANN reads must be an integer >= 1, got 0"):
         MANN(reads=0)
+    with pytest.raises(MetakitError, match=r"encoder must be one of \[.*'pixels\+conv'\], got 'cnn'"):
+        LSTMBaseline(encoder="cnn")
 
 
 def test_reproduce_smoke_writes_the_table_and_load_gives_the_model_back(real_omniglot, tmp_path, cli):

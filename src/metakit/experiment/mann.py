@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from .. import distributed
 from ..data.omniglot import MINIMAL
 from ..memory import MANN, LSTMBaseline
+from ..memory.mann import ENCODERS
 from ..tasks import SequenceEpisodes
 from .builders import omniglot_split
 from .config import check, non_negative, positive
@@ -51,6 +52,9 @@ class SequenceSection:
                                default=False)  # a learned sharpness of the reads (the NTM's beta)
     write_vector: bool = check(lambda v: isinstance(v, bool), "true or false", only=MEMORY,
                                default=False)  # write a vector of its own, not the read key (the NTM's)
+    # what the recurrence reads of each image (both models): "pixels", the paper's, or "conv"
+    encoder: str = check(lambda v: v in ENCODERS, f"one of {list(ENCODERS)}", default="pixels")
+    encoder_channels: int = check(*positive, default=32)  # the conv encoder's width
 
 
 @dataclass
@@ -124,10 +128,11 @@ class SequenceExperiment(Algorithm):
                                          task.shift, task.rotate)
         if algo.name == "mann":
             self.model = MANN(task.image_size, task.classes, algo.controller_size, algo.slots, algo.slot_size,
-                              algo.reads, algo.gamma, algo.key_strength,
-                              algo.write_vector)
+                              algo.reads, algo.gamma, algo.key_strength, algo.write_vector, algo.encoder,
+                              algo.encoder_channels)
         else:
-            self.model = LSTMBaseline(task.image_size, task.classes, algo.controller_size)
+            self.model = LSTMBaseline(task.image_size, task.classes, algo.controller_size, algo.encoder,
+                                      algo.encoder_channels)
         self.model.to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=algo.lr)
 
