@@ -1,6 +1,7 @@
 """MANN speed: training episodes per second of MANN and its LSTM baseline at the paper's size
 (16 episodes of 5 classes x 10 drawings of 20 x 20 images an update, forward, backward and
-Adam), each batch one batched recurrence. Rounds are interleaved; medians are reported.
+Adam), each batch one batched recurrence; each model reading the pixels (the paper) and through
+the pixels + conv encoder of the bundled configs. Rounds are interleaved; medians are reported.
 Writes benchmarks/results/mann-speed-cpu.json.
 
     python benchmarks/mann_speed.py [--rounds 10] [--device cpu]
@@ -32,7 +33,11 @@ def main() -> None:
     images = ink.to(torch.uint8) * 255
     episodes = SequenceEpisodes(images)
     generator = torch.Generator().manual_seed(0)
-    models = {"mann": MANN().to(args.device), "lstm": LSTMBaseline().to(args.device)}
+    conv = {"encoder": "pixels+conv"}
+    models = {"mann": MANN(), "lstm": LSTMBaseline(),
+              "mann-pixels+conv": MANN(key_strength=True, write_vector=True, **conv),
+              "lstm-pixels+conv": LSTMBaseline(**conv)}
+    models = {name: model.to(args.device) for name, model in models.items()}
     optimizers = {name: torch.optim.Adam(model.parameters(), 1e-3) for name, model in models.items()}
 
     def update(name: str) -> float:

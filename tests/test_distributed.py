@@ -260,7 +260,9 @@ distributed.shutdown()
 def test_mann_l2o_meta_critic_and_rl2_on_two_ranks_equal_one_process(tmp_path, real_omniglot):
     """MANN: each rank runs 2 of the 4 augmented episodes of a step; the averaged gradient is
     clipped (the clip binds here) as one process clips the whole batch's: the same model, Adam
-    state and metrics after 3 steps (float32; Adam's steps are 1e-3). The learned optimiser:
+    state and metrics after 3 steps (float32; Adam's steps are 1e-3; the conv encoder's weight
+    gradients, summed per rank and then over the ranks, differ by float32 rounding: 3.8e-6 at
+    most, measured, on a weight of ~0.06). The learned optimiser:
     each rank optimises its half of the problems (quadratics, and digits classifiers whose
     minibatches are drawn problem-first) and the meta-gradients are averaged: after 2 epochs
     of 2 truncations the network, the metrics and the generator equal one process's (float64).
@@ -278,7 +280,7 @@ def test_mann_l2o_meta_critic_and_rl2_on_two_ranks_equal_one_process(tmp_path, r
     script = tmp_path / "families.py"
     script.write_text(FAMILY_STEPS)
     a, b = one_process_beside_two_ranks(script, tmp_path)
-    torch.testing.assert_close(a.pop("mann"), b.pop("mann"), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(a.pop("mann"), b.pop("mann"), rtol=1e-5, atol=1e-5)
     for name in ("rl2-bandits", "rl2-mdp"):
         torch.testing.assert_close(a.pop(name), b.pop(name), rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)

@@ -57,11 +57,13 @@ ENCODERS = ("pixels", "conv", "pixels+conv")
 
 
 class ImageEncoder(nn.Module):
-    """[B, L, 1, H, W] -> [B, L, features]: the flattened pixels (the paper), or `conv`: three
-    3x3 convolutions of stride 2 with ReLU, each image on its own (strides, not pooling: 6x
-    faster here), then a layer norm of each image's features (no batch norm, whose statistics
-    would mix the steps of an episode). Without the layer norm the features start 15x smaller
-    than the pixels' and the label input drowns them."""
+    """[B, L, 1, H, W] -> [B, L, features]: `pixels`, the flattened image (the paper); `conv`,
+    three 3x3 convolutions of stride 2 with ReLU (strides, not pooling: 6x faster here) and a
+    layer norm, each image on its own (a batch norm's statistics would mix an episode's steps);
+    `pixels+conv`, both side by side. The conv features start at a tenth of the layer norm's
+    scale. Measured on Omniglot (training accuracy, chance plateau ~0.3): at full scale MANN with
+    pixels + conv was still on the plateau after 1,200 updates, at a tenth it reached 0.46 at 800
+    (pixels alone 0.56); conv alone had not left it after 2,500 updates (or 800 at a tenth)."""
 
     def __init__(self, image_size: int, kind: str = "pixels", channels: int = 32):
         super().__init__()
