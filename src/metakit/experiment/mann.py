@@ -52,7 +52,8 @@ class SequenceSection:
                                default=False)  # a learned sharpness of the reads (the NTM's beta)
     write_vector: bool = check(lambda v: isinstance(v, bool), "true or false", only=MEMORY,
                                default=False)  # write a vector of its own, not the read key (the NTM's)
-    # what the recurrence reads of each image (both models): "pixels", the paper's, or "conv"
+    # what the recurrence reads of each image (both models): "pixels" (the paper's), "conv" or
+    # "pixels+conv" (the bundled configs': memory/mann.py's ImageEncoder)
     encoder: str = check(lambda v: v in ENCODERS, f"one of {list(ENCODERS)}", default="pixels")
     encoder_channels: int = check(*positive, default=32)  # the conv encoder's width
 
