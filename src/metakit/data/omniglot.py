@@ -58,6 +58,13 @@ class Omniglot:
         suffix = [""] + [f"/rot{90 * k}" for k in (1, 2, 3)]
         return Omniglot(images, self.alphabets * 4, [c + s for s in suffix for c in self.characters])
 
+    def with_reflections(self) -> Omniglot:
+        """Each class plus its mirror image (left to right) as a new class; after with_rotations,
+        the 8 symmetries of the square."""
+        images = torch.cat([self.images, self.images.flip(-1)])
+        mirrored = [c + "/mirror" for c in self.characters]
+        return Omniglot(images, self.alphabets * 2, self.characters + mirrored)
+
     def split_by_alphabet(self, held_out: Sequence[str]) -> tuple[Omniglot, Omniglot]:
         """(classes of the other alphabets, classes of `held_out`): no alphabet in both."""
         unknown = sorted(set(held_out) - set(self.alphabets))

@@ -20,7 +20,8 @@ def _omniglot(archives: tuple[str, ...], image_size: int) -> Omniglot:
 
 def omniglot_split(config, split: str) -> Omniglot:
     """Classes of one split: held-out test and validation alphabets, the rest for training
-    (with rotations as new classes when task.rotations; never for held-out classes)."""
+    (with rotations and mirror images as new classes when task.rotations and task.reflections;
+    never for held-out classes)."""
     task = config.task
     data = _omniglot(tuple(task.archives), task.image_size)
     rest, test = data.split_by_alphabet(task.test_alphabets)
@@ -28,8 +29,9 @@ def omniglot_split(config, split: str) -> Omniglot:
         chosen = test
     else:
         train, chosen = rest.split_by_alphabet(task.validation_alphabets)
-        if split == "train":  # rotations only where they are used: every validation call lands here
+        if split == "train":  # new classes only where they are used: every validation call lands here
             chosen = train.with_rotations() if task.rotations else train
+            chosen = chosen.with_reflections() if task.reflections else chosen
     if len(chosen) == 0:
         raise MetakitError(
             f"the {split} split of Omniglot is empty; name alphabets in task.{split}_alphabets"

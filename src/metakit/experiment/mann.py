@@ -2,6 +2,7 @@
 10 drawings read as sequences, accuracy by the presentation number of each class."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from .protocol import Algorithm
 
 NAMES = ["lstm", "mann"]
 MEMORY = ("mann",)
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -30,6 +32,7 @@ class SequenceTaskConfig:
     image_size: int = check(lambda v: v >= 4, ">= 4", default=20)
     archives: list[str] = field(default_factory=lambda: list(MINIMAL))
     rotations: bool = True  # 90/180/270-degree rotations of the training classes as new classes
+    reflections: bool = False  # mirror images of the training classes (and their rotations) as new classes
     # training images moved by up to `shift` pixels and turned by up to `rotate` degrees, anew each
     # episode (Santoro et al.'s augmentation; the test episodes are never moved)
     shift: float = check(lambda v: 0 <= v < 180, "in [0, 180)", default=0.0)
@@ -42,6 +45,8 @@ class SequenceTaskConfig:
 class SequenceSection:
     name: str = check(lambda v: v in NAMES, f"one of {NAMES}", default="mann")
     lr: float = check(*positive, default=1e-3)  # Adam
+    # "constant", or "cosine": from lr down to 0 over train.iterations (half a cosine)
+    lr_schedule: str = check(lambda v: v in SCHEDULES, f"one of {list(SCHEDULES)}", default="constant")
     grad_clip: float = check(*positive, default=10.0)  # the gradient's norm is clipped to this
     controller_size: int = check(*positive, default=200)  # LSTM units (both models)
     slots: int = check(*positive, only=MEMORY, default=128)
@@ -64,7 +69,7 @@ class SequenceTrainConfig:
     meta_batch_size: int = check(*positive, default=16)  # episodes per update
     log_every: int = check(*positive, default=100)
     checkpoint_every: int = check(*positive, default=500)
-    validate_every: int = check(*non_negative, default=0)  # 2nd-instance accuracy on validation alphabets
+    validate_every: int = check(*non_negative, default=0)  # 2nd and last presentations on validation
 
 
 @dataclass
@@ -136,6 +141,13 @@ class SequenceExperiment(Algorithm):
                                       algo.encoder_channels)
         self.model.to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=algo.lr)
+        self.updates = 0  # taken so far, for the learning-rate schedule (checkpointed)
+
+    def learning_rate(self) -> float:
+        algo = self.config.algorithm
+        if algo.lr_schedule == "constant":
+            return algo.lr
+        return algo.lr * 0.5 * (1 + math.cos(math.pi * min(self.updates / self.config.train.iterations, 1.0)))
 
     def step(self, generator):
         # every rank draws the whole batch and keeps its share; equal shares make the mean of the
@@ -148,22 +160,30 @@ class SequenceExperiment(Algorithm):
         loss.backward()
         distributed.average_gradients(self.model.parameters())
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.algorithm.grad_clip)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate()
         self.optimizer.step()
+        self.updates += 1
         accuracy = (logits.argmax(-1) == y).float().mean()
         return {"loss": distributed.average(loss.detach()), "accuracy": distributed.average(accuracy)}
 
     def state_dict(self):
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "updates": torch.tensor(self.updates)}
 
     def load_state_dict(self, state):
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        # checkpoints from before the schedule existed: Adam's own step count is the same number
+        steps = [s["step"] for s in self.optimizer.state_dict()["state"].values()]
+        self.updates = int(state.get("updates", steps[0] if steps else 0))
 
     def extra_metrics(self, iteration: int) -> dict:
         every = self.config.train.validate_every
         if every and (iteration % every == 0 or iteration == self.config.train.iterations):
-            means, _ = self.per_instance("validation", min(200, self.config.eval.num_episodes), [2])
-            return {"val_accuracy_2nd": means["model"]["2"]}
+            last = self.config.task.per_class
+            means, _ = self.per_instance("validation", min(200, self.config.eval.num_episodes), [2, last])
+            return {"val_accuracy_2nd": means["model"]["2"], "val_accuracy_last": means["model"][str(last)]}
         return {}
 
     @torch.no_grad()

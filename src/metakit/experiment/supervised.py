@@ -36,6 +36,7 @@ class TaskConfig:
     image_size: int = check(lambda v: v >= 16, ">= 16", only=OMNIGLOT, default=28)
     archives: list[str] = applies_to(OMNIGLOT, default_factory=lambda: list(MINIMAL))
     rotations: bool = applies_to(OMNIGLOT, default=True)  # 90/180/270-degree rotations as new classes
+    reflections: bool = applies_to(OMNIGLOT, default=False)  # mirror images as new classes
     validation_alphabets: list[str] = applies_to(OMNIGLOT, default_factory=list)
     test_alphabets: list[str] = applies_to(OMNIGLOT, default_factory=list)
 
