@@ -1,5 +1,8 @@
 """MANN: the LRUA memory by hand, causality of the label input, fresh memory per episode, the
 sequence episodes, a short run that learns, and clear errors."""
+import io
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -190,3 +193,43 @@ def test_reproduce_smoke_writes_the_table_and_load_gives_the_model_back(real_omn
     assert isinstance(algo.model, MANN)
     x, y = algo.episodes.sample(2, torch.Generator().manual_seed(0))
     assert algo.model(x, y).shape == (2, 50, 5)
+
+
+def test_the_cosine_schedule_decays_to_zero_and_a_checkpoint_carries_its_place(real_omniglot):
+    from metakit.experiment.config import load_config
+    from metakit.experiment.mann import SequenceExperiment
+
+    config = load_config("omniglot-mann", [
+        "algorithm.lr_schedule=cosine", "algorithm.lr=0.01", "train.iterations=8", "train.meta_batch_size=2",
+        "algorithm.controller_size=8", "algorithm.slots=6", "algorithm.slot_size=4", "algorithm.reads=2",
+        "algorithm.encoder=pixels", "task.reflections=true"])
+    first = SequenceExperiment(config)
+    assert first.learning_rate() == 0.01  # update 0: the full rate
+    first.updates = 4
+    assert abs(first.learning_rate() - 0.005) < 1e-12  # half way: half the rate
+    first.updates = 8
+    assert first.learning_rate() == 0.0
+    first.updates = 0
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        first.step(generator)
+    # the third update (index 2) ran at 0.01 (1 + cos(2 pi / 8)) / 2
+    assert abs(first.optimizer.param_groups[0]["lr"] - 0.005 * (1 + math.cos(math.pi / 4))) < 1e-12
+    # a fresh experiment from the checkpoint takes the same next updates (same rates, same weights)
+    second = SequenceExperiment(config)
+    checkpoint = io.BytesIO()  # through bytes, as a checkpoint file: no state shared with `first`
+    torch.save(first.state_dict(), checkpoint)
+    checkpoint.seek(0)
+    second.load_state_dict(torch.load(checkpoint, weights_only=True))
+    assert second.updates == 3
+    state = generator.get_state()
+    for experiment in (first, second):
+        generator.set_state(state)
+        experiment.step(generator)
+    for a, b in zip(first.model.parameters(), second.model.parameters()):
+        assert torch.equal(a, b)
+    # a checkpoint from before the schedule existed: its place is Adam's step count
+    old = first.state_dict()
+    del old["updates"]
+    second.load_state_dict(old)
+    assert second.updates == 4

@@ -108,6 +108,12 @@ def test_real_minimal_splits(real_omniglot):
     rotated = both.with_rotations()
     assert len(rotated) == 4 * len(both)
     assert torch.equal(rotated.images[len(both)], torch.rot90(both.images[0], 1, dims=(-2, -1)))
+    # mirror images as new classes: after the rotations, the 8 symmetries of the square, all distinct
+    symmetries = rotated.with_reflections()
+    assert len(symmetries) == 8 * len(both)
+    assert symmetries.characters[len(rotated)] == both.characters[0] + "/mirror"
+    assert torch.equal(symmetries.images[len(rotated) + 1], both.images[1].flip(-1))
+    assert len({tuple(symmetries.images[k * len(both) + 5, 0].flatten().tolist()) for k in range(8)}) == 8
 
 
 def test_episodes_have_distinct_classes_and_drawings_with_consistent_labels():
