@@ -45,7 +45,8 @@ class SequenceTaskConfig:
 class SequenceSection:
     name: str = check(lambda v: v in NAMES, f"one of {NAMES}", default="mann")
     lr: float = check(*positive, default=1e-3)  # Adam
-    # "constant", or "cosine": from lr down to 0 over train.iterations (half a cosine)
+    # "constant", or "cosine": from lr down to 0 over train.iterations (half a cosine; a finished
+    # run resumed with more iterations then climbs back onto the longer run's curve)
     lr_schedule: str = check(lambda v: v in SCHEDULES, f"one of {list(SCHEDULES)}", default="constant")
     grad_clip: float = check(*positive, default=10.0)  # the gradient's norm is clipped to this
     controller_size: int = check(*positive, default=200)  # LSTM units (both models)
