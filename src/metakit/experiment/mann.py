@@ -161,8 +161,9 @@ class SequenceExperiment(Algorithm):
         loss.backward()
         distributed.average_gradients(self.model.parameters())
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.algorithm.grad_clip)
+        lr = self.learning_rate()
         for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate()
+            group["lr"] = lr
         self.optimizer.step()
         self.updates += 1
         accuracy = (logits.argmax(-1) == y).float().mean()
@@ -175,9 +176,11 @@ class SequenceExperiment(Algorithm):
     def load_state_dict(self, state):
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        # checkpoints from before the schedule existed: Adam's own step count is the same number
-        steps = [s["step"] for s in self.optimizer.state_dict()["state"].values()]
-        self.updates = int(state.get("updates", steps[0] if steps else 0))
+        if "updates" in state:
+            self.updates = int(state["updates"])
+        else:  # a checkpoint from before the schedule existed: Adam's own step count is the same number
+            adam = state["optimizer"]["state"]
+            self.updates = int(next(iter(adam.values()))["step"]) if adam else 0
 
     def extra_metrics(self, iteration: int) -> dict:
         every = self.config.train.validate_every
