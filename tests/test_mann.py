@@ -233,3 +233,67 @@ def test_the_cosine_schedule_decays_to_zero_and_a_checkpoint_carries_its_place(r
     del old["updates"]
     second.load_state_dict(old)
     assert second.updates == 4
+
+
+def test_the_conv4_encoder_pretrains_as_a_prototypical_network_then_freezes(real_omniglot, monkeypatch):
+    from metakit.experiment.config import load_config
+    from metakit.experiment.mann import SequenceExperiment
+    from metakit.experiment.runner import _mean
+
+    config = load_config("omniglot-mann", [
+        "algorithm.encoder=conv4", "algorithm.encoder_channels=4", "algorithm.pretrain_iterations=3",
+        "algorithm.pretrain_ways=5", "algorithm.pretrain_queries=2", "train.iterations=6",
+        "train.meta_batch_size=2", "algorithm.controller_size=8", "algorithm.slots=6",
+        "algorithm.slot_size=4", "algorithm.reads=2"])
+    run = SequenceExperiment(config)
+    embedding = run.model.encoder.embedding
+    others = [p for name, p in run.model.named_parameters() if not name.startswith("encoder.embedding.")]
+    others_before = [p.detach().clone() for p in others]
+    before = {k: v.clone() for k, v in embedding.state_dict().items()}
+    batches = []
+    logits = run.prototypes.logits
+    monkeypatch.setattr(run.prototypes, "logits", lambda batch: batches.append(batch) or logits(batch))
+    generator = torch.Generator().manual_seed(0)
+    metrics = [run.step(generator) for _ in range(3)]
+    assert all(set(m) == {"pretrain_loss", "pretrain_accuracy"} for m in metrics)
+    # each pretraining episode: one drawing of each of the 5 classes the support, 2 more the queries
+    for batch in batches:
+        assert sorted(batch.support_y[0].tolist()) == list(range(5))
+        assert sorted(batch.query_y[0].tolist()) == sorted(list(range(5)) * 2)
+    # pretraining moves the embedding (weights and running statistics) and nothing else
+    after = {k: v.clone() for k, v in embedding.state_dict().items()}
+    assert all(not torch.equal(before[k], after[k]) for k in after if k.endswith(("weight", "running_mean")))
+    assert all(torch.equal(a, b) for a, b in zip(others_before, others))
+    # then it is frozen: in eval mode even under model.train(), unchanged while the recurrence trains
+    assert run.model.encoder.frozen and not any(p.requires_grad for p in embedding.parameters())
+    run.model.train()
+    assert not embedding.training and run.model.controller.training
+    assert set(run.step(generator)) == {"loss", "accuracy"}
+    assert all(torch.equal(after[k], v) for k, v in embedding.state_dict().items())
+    assert all(not torch.equal(a, b) for a, b in zip(others_before, others) if a.dim() == 2)
+    # a checkpoint after the pretraining brings the frozen encoder back, and the same next update
+    second = SequenceExperiment(config)
+    checkpoint = io.BytesIO()
+    torch.save(run.state_dict(), checkpoint)
+    checkpoint.seek(0)
+    second.load_state_dict(torch.load(checkpoint, weights_only=True))
+    assert second.model.encoder.frozen and not second.model.encoder.embedding.training
+    state = generator.get_state()
+    for experiment in (run, second):
+        generator.set_state(state)
+        experiment.step(generator)
+    for a, b in zip(run.model.state_dict().values(), second.model.state_dict().values()):
+        assert torch.equal(a, b)
+    # the log's rows average each metric over the updates that report it (phases report different ones)
+    rows = [{"pretrain_loss": 1.0}, {"loss": 2.0}, {"loss": 4.0}]
+    assert _mean(rows) == {"pretrain_loss": 1.0, "loss": 3.0}
+    # mistakes
+    with pytest.raises(MetakitError, match=r"pretrain_iterations \(3\) pretrains the conv4 encoder; "
+                                           r"algorithm.encoder is 'pixels'"):
+        SequenceExperiment(load_config("omniglot-mann", ["algorithm.encoder=pixels",
+                                                         "algorithm.pretrain_iterations=3"]))
+    with pytest.raises(MetakitError, match=r"pretrain_iterations \(6\) must be below train.iterations \(6\)"):
+        SequenceExperiment(load_config("omniglot-mann", ["algorithm.encoder=conv4", "train.iterations=6",
+                                                         "algorithm.pretrain_iterations=6"]))
+    with pytest.raises(MetakitError, match="only the conv4 encoder can be frozen, this one is 'pixels'"):
+        MANN(encoder="pixels").encoder.freeze()

@@ -10,9 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed
+from ..batch import TaskBatch
 from ..data.omniglot import MINIMAL
+from ..errors import MetakitError
 from ..memory import MANN, LSTMBaseline
 from ..memory.mann import ENCODERS
+from ..metric import PrototypicalNetwork
 from ..tasks import SequenceEpisodes
 from .builders import omniglot_split
 from .config import check, non_negative, positive
@@ -62,6 +65,13 @@ class SequenceSection:
     # "pixels+conv" (the bundled configs': memory/mann.py's ImageEncoder)
     encoder: str = check(lambda v: v in ENCODERS, f"one of {list(ENCODERS)}", default="pixels")
     encoder_channels: int = check(*positive, default=32)  # the conv encoder's width
+    # the conv4 encoder's first updates: trained alone as a prototypical network (Snell et al.) on
+    # `pretrain_ways`-way episodes of the training classes, one drawing of each class the support and
+    # `pretrain_queries` the queries; then frozen for the rest of train.iterations (0: trained with
+    # the recurrence from the start)
+    pretrain_iterations: int = check(*non_negative, default=0)
+    pretrain_ways: int = check(lambda v: v >= 2, ">= 2", default=60)
+    pretrain_queries: int = check(*positive, default=5)
 
 
 @dataclass
@@ -123,7 +133,8 @@ def nearest_neighbour(x: torch.Tensor, y: torch.Tensor, classes: int, generator=
 class SequenceExperiment(Algorithm):
     Config = SequenceConfig
     named_sections = {"task": ["omniglot"]}
-    curve = {"loss": "cross-entropy per step", "accuracy": "training accuracy"}
+    curve = {"loss": "cross-entropy per step", "accuracy": "training accuracy",
+             "pretrain_loss": "the encoder's prototypical loss", "pretrain_accuracy": "its query accuracy"}
     curve_ylabel = "training episodes"
     shard_key = "train.meta_batch_size"  # under torchrun each rank runs its share of the episodes
 
@@ -143,6 +154,16 @@ class SequenceExperiment(Algorithm):
         self.model.to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=algo.lr)
         self.updates = 0  # taken so far, for the learning-rate schedule (checkpointed)
+        if pretrain := algo.pretrain_iterations:
+            if algo.encoder != "conv4":
+                raise MetakitError(f"algorithm.pretrain_iterations ({pretrain}) pretrains the conv4 encoder; "
+                                   f"algorithm.encoder is {algo.encoder!r}")
+            if pretrain >= config.train.iterations:
+                raise MetakitError(f"algorithm.pretrain_iterations ({pretrain}) must be below "
+                                   f"train.iterations ({config.train.iterations}): the rest trains the model")
+            self.prototypes = PrototypicalNetwork(self.model.encoder.embedding)
+            self.pretrain_episodes = SequenceEpisodes(self.episodes.images, algo.pretrain_ways,
+                                                      1 + algo.pretrain_queries, task.shift, task.rotate)
 
     def learning_rate(self) -> float:
         algo = self.config.algorithm
@@ -150,13 +171,21 @@ class SequenceExperiment(Algorithm):
             return algo.lr
         return algo.lr * 0.5 * (1 + math.cos(math.pi * min(self.updates / self.config.train.iterations, 1.0)))
 
+    def pretraining(self) -> bool:
+        return self.updates < self.config.algorithm.pretrain_iterations
+
     def step(self, generator):
-        # every rank draws the whole batch and keeps its share; equal shares make the mean of the
-        # ranks' mean gradients the whole batch's, clipped as one process clips it
-        episodes = self.episodes.sample(self.config.train.meta_batch_size, generator)
-        x, y = (distributed.shard(t).to(self.device) for t in episodes)
-        logits = self.model(x, y)
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        pretraining = self.pretraining()
+        if pretraining:
+            loss, accuracy = self.prototype_loss(generator)
+        else:
+            # every rank draws the whole batch and keeps its share; equal shares make the mean of the
+            # ranks' mean gradients the whole batch's, clipped as one process clips it
+            episodes = self.episodes.sample(self.config.train.meta_batch_size, generator)
+            x, y = (distributed.shard(t).to(self.device) for t in episodes)
+            logits = self.model(x, y)
+            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+            accuracy = (logits.argmax(-1) == y).float().mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         distributed.average_gradients(self.model.parameters())
@@ -166,8 +195,21 @@ class SequenceExperiment(Algorithm):
             group["lr"] = lr
         self.optimizer.step()
         self.updates += 1
-        accuracy = (logits.argmax(-1) == y).float().mean()
-        return {"loss": distributed.average(loss.detach()), "accuracy": distributed.average(accuracy)}
+        if self.updates == self.config.algorithm.pretrain_iterations:
+            self.model.encoder.freeze()
+        prefix = "pretrain_" if pretraining else ""
+        return {prefix + "loss": distributed.average(loss.detach()),
+                prefix + "accuracy": distributed.average(accuracy)}
+
+    def prototype_loss(self, generator):
+        """The conv4 encoder's pretraining: a prototypical network's loss on one episode of the
+        training classes (the same on every rank: one episode does not shard)."""
+        x, y = self.pretrain_episodes.sample(1, generator)
+        support = instance_numbers(y, self.config.algorithm.pretrain_ways)[0] == 1  # one drawing a class
+        batch = TaskBatch(x[:, support], y[:, support], x[:, ~support], y[:, ~support]).to(self.device)
+        logits = self.prototypes.logits(batch)
+        loss = F.cross_entropy(logits.flatten(0, 1), batch.query_y.flatten())
+        return loss, (logits.argmax(-1) == batch.query_y).float().mean()
 
     def state_dict(self):
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -181,10 +223,12 @@ class SequenceExperiment(Algorithm):
         else:  # a checkpoint from before the schedule existed: Adam's own step count is the same number
             adam = state["optimizer"]["state"]
             self.updates = int(next(iter(adam.values()))["step"]) if adam else 0
+        if self.config.algorithm.pretrain_iterations and not self.pretraining():
+            self.model.encoder.freeze()
 
     def extra_metrics(self, iteration: int) -> dict:
-        every = self.config.train.validate_every
-        if every and (iteration % every == 0 or iteration == self.config.train.iterations):
+        every, last_update = self.config.train.validate_every, iteration == self.config.train.iterations
+        if every and not self.pretraining() and (iteration % every == 0 or last_update):
             last = self.config.task.per_class
             means, _ = self.per_instance("validation", min(200, self.config.eval.num_episodes), [2, last])
             return {"val_accuracy_2nd": means["model"]["2"], "val_accuracy_last": means["model"][str(last)]}

@@ -131,10 +131,11 @@ def _kept(checkpoint_path: Path) -> str:
 
 
 def _mean(window: list[dict]) -> dict:
-    """Each metric's mean over the iterations since the last row (the value itself for one)."""
-    if len(window) == 1:
-        return dict(window[0])
-    return {key: sum(row[key] for row in window) / len(window) for key in window[0]}
+    """Each metric's mean over the iterations since the last row that report it (the value itself
+    for one); a run's phases may report different metrics."""
+    keys = dict.fromkeys(key for row in window for key in row)
+    return {key: sum(values) / len(values) for key in keys
+            if (values := [row[key] for row in window if key in row])}
 
 
 def _evaluation(algo: Algorithm) -> dict:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import MetakitError
+from ..nets import Conv4
 
 
 def check_episode(x: torch.Tensor, y: torch.Tensor, image_size: int, classes: int) -> None:
@@ -53,7 +54,7 @@ def previous_labels(y: torch.Tensor, classes: int) -> torch.Tensor:
     return torch.cat([torch.zeros_like(one_hot[:, :1]), one_hot[:, :-1]], dim=1)
 
 
-ENCODERS = ("pixels", "conv", "pixels+conv")
+ENCODERS = ("pixels", "conv", "pixels+conv", "conv4")
 
 
 class ImageEncoder(nn.Module):
@@ -63,16 +64,24 @@ class ImageEncoder(nn.Module):
     `pixels+conv`, both side by side. The conv features start at a tenth of the layer norm's
     scale. Measured on Omniglot (training accuracy, chance plateau ~0.3): at full scale MANN with
     pixels + conv was still on the plateau after 1,200 updates, at a tenth it reached 0.46 at 800
-    (pixels alone 0.56); conv alone had not left it after 2,500 updates (or 800 at a tenth)."""
+    (pixels alone 0.56); conv alone had not left it after 2,500 updates (or 800 at a tenth).
+    `conv4`: the few-shot conv-4 embedding (`embedding`, max pooling, batch norm with running
+    statistics), then a layer norm; meant to be trained first as a prototypical network and
+    then frozen (`freeze`), after which it always normalises with its running statistics."""
 
     def __init__(self, image_size: int, kind: str = "pixels", channels: int = 32):
         super().__init__()
         if kind not in ENCODERS:
             raise MetakitError(f"encoder must be one of {list(ENCODERS)}, got {kind!r}")
         check_sizes("the image encoder", channels=channels)
-        self.kind = kind
+        self.kind, self.frozen = kind, False
         if kind == "pixels":
             self.net, self.features = nn.Flatten(), image_size**2
+            return
+        if kind == "conv4":
+            self.embedding = Conv4(1, None, channels, image_size, strided=False, track_running_stats=True)
+            self.features = channels * (image_size // 16) ** 2
+            self.net = nn.Sequential(self.embedding, nn.LayerNorm(self.features))
             return
         layers, size, width = [], image_size, 1
         for _ in range(3):
@@ -83,6 +92,20 @@ class ImageEncoder(nn.Module):
         nn.init.constant_(self.net[-1].weight, 0.1)  # features start small beside the pixels
         if kind == "pixels+conv":
             self.features += image_size**2
+
+    def freeze(self) -> None:
+        """Stop training the conv-4 embedding: no gradients, running statistics from now on."""
+        if self.kind != "conv4":
+            raise MetakitError(f"only the conv4 encoder can be frozen, this one is {self.kind!r}")
+        self.frozen = True
+        self.embedding.requires_grad_(False)
+        self.embedding.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.embedding.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.net(x.flatten(0, 1)).view(*x.shape[:2], -1)
