@@ -173,7 +173,7 @@ def test_bad_inputs_name_their_shapes():
         MANN(gamma=1.5)
     with pytest.raises(MetakitError, match="MANN reads must be an integer >= 1, got 0"):
         MANN(reads=0)
-    with pytest.raises(MetakitError, match=r"encoder must be one of \[.*'pixels\+conv'\], got 'cnn'"):
+    with pytest.raises(MetakitError, match=r"encoder must be one of \[.*'conv4'\], got 'cnn'"):
         LSTMBaseline(encoder="cnn")
 
 
