@@ -70,6 +70,7 @@ SMALL_MEMORY = {"slots": 8, "slot_size": 5, "reads": 2}
 @pytest.mark.parametrize("model", [MANN(6, 4, 16, **SMALL_MEMORY), LSTMBaseline(6, 4, 16),
                                    MANN(6, 4, 16, **SMALL_MEMORY, key_strength=True, write_vector=True),
                                    MANN(6, 4, 16, **SMALL_MEMORY, encoder="pixels+conv", encoder_channels=3),
+                                   MANN(6, 4, 16, **SMALL_MEMORY, write_vector=True, input_keys=True),
                                    LSTMBaseline(6, 4, 16, encoder="conv", encoder_channels=3)])
 def test_the_label_of_step_t_reaches_only_later_steps_and_episodes_are_independent(model):
     x, y = _episode()

@@ -163,7 +163,8 @@ class MANN(nn.Module):
 
     def __init__(self, image_size: int = 20, classes: int = 5, controller_size: int = 200, slots: int = 128,
                  slot_size: int = 40, reads: int = 4, gamma: float = 0.95, key_strength: bool = False,
-                 write_vector: bool = False, encoder: str = "pixels", encoder_channels: int = 32):
+                 write_vector: bool = False, encoder: str = "pixels", encoder_channels: int = 32,
+                 input_keys: bool = False):
         super().__init__()
         check_sizes("MANN", image_size=image_size, classes=classes, controller_size=controller_size,
                     slots=slots, slot_size=slot_size, reads=reads)
@@ -171,12 +172,16 @@ class MANN(nn.Module):
         self.memory = LRUAMemory(slots, slot_size, reads, gamma)
         self.encoder = ImageEncoder(image_size, encoder, encoder_channels)
         self.controller = nn.LSTMCell(self.encoder.features + classes + reads * slot_size, controller_size)
-        self.keys = nn.Linear(controller_size, reads * slot_size)
+        # input_keys: keys and write vectors read the step's input (image features, previous label)
+        # beside the controller's output, not only through it (a deviation, off by default)
+        self.input_keys = input_keys
+        addressing = controller_size + (self.encoder.features + classes) * input_keys
+        self.keys = nn.Linear(addressing, reads * slot_size)
         self.gates = nn.Linear(controller_size, reads)  # alpha of each head
         # beta of each head, 1 + softplus (a deviation from the paper, off by default)
         self.strengths = nn.Linear(controller_size, reads) if key_strength else None
         # what each head writes, apart from its read key (the NTM's add vector; the paper writes the key)
-        self.writes = nn.Linear(controller_size, reads * slot_size) if write_vector else None
+        self.writes = nn.Linear(addressing, reads * slot_size) if write_vector else None
         self.output = nn.Linear(controller_size + reads * slot_size, classes)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -190,9 +195,10 @@ class MANN(nn.Module):
         for t in range(steps):
             hidden = self.controller(torch.cat([inputs[:, t], reads], -1), hidden)
             h = hidden[0]
-            keys = torch.tanh(self.keys(h)).view(batch, self.reads, self.slot_size)
+            address = torch.cat([h, inputs[:, t]], -1) if self.input_keys else h
+            keys = torch.tanh(self.keys(address)).view(batch, self.reads, self.slot_size)
             strengths = 1 + F.softplus(self.strengths(h)) if self.strengths is not None else None
-            writes = None if self.writes is None else torch.tanh(self.writes(h)).view_as(keys)
+            writes = None if self.writes is None else torch.tanh(self.writes(address)).view_as(keys)
             read, state = self.memory.step(state, keys, torch.sigmoid(self.gates(h)), strengths, writes)
             reads = read.flatten(1)
             logits.append(self.output(torch.cat([h, reads], -1)))
