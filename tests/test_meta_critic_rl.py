@@ -176,10 +176,12 @@ def test_rl_settings_give_clear_errors():
 
 
 def test_a_short_meta_training_beats_actor_critic_from_scratch():
-    """360 critic updates on 8 tasks a batch (chunks of 20 steps): on 4 unseen lengths x 3
+    """1,200 critic updates on 8 tasks a batch (chunks of 20 steps): on 4 unseen lengths x 3
     seeds, actors trained against the frozen meta-critic score higher greedily than the same
     actors with a critic learned from scratch, after the same 90 actor steps and about as
-    many games."""
+    many games. (360 updates were enough on one CPU and not on another, whose rounding gave
+    80.2 against scratch's 79.3; measured there: 1,200 updates 112.6, 960 101.8, 1,440 87.7,
+    1,800 114.9, against 79.3.)"""
     algo = build(
         load_config(
             "meta-critic-cartpole",
@@ -196,7 +198,7 @@ def test_a_short_meta_training_beats_actor_critic_from_scratch():
         )
     )
     generator = torch.Generator().manual_seed(0)
-    for _ in range(6):
+    for _ in range(20):
         algo.step(generator)
     meta, scratch = algo.meta_test("meta-critic"), algo.meta_test("scratch")
     assert meta["returns"][:, -1].mean() > scratch["returns"][:, -1].mean() + 5
