@@ -70,7 +70,7 @@ class SequenceSection:
     # the conv4 encoder's first updates: trained alone as a prototypical network (Snell et al.) on
     # `pretrain_ways`-way episodes of the training classes, one drawing of each class the support and
     # `pretrain_queries` the queries; then frozen for the rest of train.iterations (0: trained with
-    # the recurrence from the start)
+    # the recurrence from the start, its batch norm then normalising over the whole batch of episodes)
     pretrain_iterations: int = check(*non_negative, default=0)
     pretrain_ways: int = check(lambda v: v >= 2, ">= 2", default=60)
     pretrain_queries: int = check(*positive, default=5)
