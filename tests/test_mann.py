@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from metakit import MetakitError
 from metakit.experiment.mann import accuracy_by_instance, instance_numbers, nearest_neighbour
 from metakit.memory import MANN, LRUAMemory, LSTMBaseline
+from metakit.memory.mann import ImageEncoder
 from metakit.tasks import SequenceEpisodes
 
 
@@ -298,3 +299,18 @@ def test_the_conv4_encoder_pretrains_as_a_prototypical_network_then_freezes(real
                                                          "algorithm.pretrain_iterations=6"]))
     with pytest.raises(MetakitError, match="only the conv4 encoder can be frozen, this one is 'pixels'"):
         MANN(encoder="pixels").encoder.freeze()
+
+
+def test_a_frozen_conv4_encoder_gives_the_features_of_its_eval_mode():
+    torch.manual_seed(0)
+    encoder = ImageEncoder(20, "conv4", 8)
+    x = (torch.rand(3, 7, 1, 20, 20) > 0.8).float()
+    encoder(x)  # training mode: moves the running statistics away from their start
+    encoder.eval()
+    with torch.no_grad():
+        expected = encoder(x)
+    encoder.freeze()
+    encoder.train()  # the embedding stays in eval mode (running statistics) without gradients
+    features = encoder(x)  # its layer norm still trains with the recurrence
+    assert features.shape == (3, 7, 8) and not encoder.embedding(x.flatten(0, 1)).requires_grad
+    assert torch.allclose(features, expected, atol=1e-5)

