@@ -72,6 +72,9 @@ SMALL_MEMORY = {"slots": 8, "slot_size": 5, "reads": 2}
                                    MANN(6, 4, 16, **SMALL_MEMORY, key_strength=True, write_vector=True),
                                    MANN(6, 4, 16, **SMALL_MEMORY, encoder="pixels+conv", encoder_channels=3),
                                    MANN(6, 4, 16, **SMALL_MEMORY, write_vector=True, input_keys=True),
+                                   MANN(6, 4, 16, **SMALL_MEMORY, write_vector=True, bind_writes=True),
+                                   MANN(6, 4, 16, **SMALL_MEMORY, write_vector=True, input_keys=True,
+                                        bind_writes=True),
                                    LSTMBaseline(6, 4, 16, encoder="conv", encoder_channels=3)])
 def test_the_label_of_step_t_reaches_only_later_steps_and_episodes_are_independent(model):
     x, y = _episode()
@@ -297,6 +300,8 @@ def test_the_conv4_encoder_pretrains_as_a_prototypical_network_then_freezes(real
     with pytest.raises(MetakitError, match=r"pretrain_iterations \(6\) must be below train.iterations \(6\)"):
         SequenceExperiment(load_config("omniglot-mann", ["algorithm.encoder=conv4", "train.iterations=6",
                                                          "algorithm.pretrain_iterations=6"]))
+    with pytest.raises(MetakitError, match="bind_writes shapes the write vectors: it needs write_vector"):
+        MANN(bind_writes=True)
     with pytest.raises(MetakitError, match="only the conv4 encoder can be frozen, this one is 'pixels'"):
         MANN(encoder="pixels").encoder.freeze()
 

@@ -63,6 +63,8 @@ class SequenceSection:
                                default=False)  # write a vector of its own, not the read key (the NTM's)
     # keys and write vectors also read the step's input directly, beside the controller's output
     input_keys: bool = check(lambda v: isinstance(v, bool), "true or false", only=MEMORY, default=False)
+    # write vectors read the previous image's features and the label that has just arrived
+    bind_writes: bool = check(lambda v: isinstance(v, bool), "true or false", only=MEMORY, default=False)
     # what the recurrence reads of each image (both models): "pixels" (the paper's), "conv" or
     # "pixels+conv" (the bundled configs': memory/mann.py's ImageEncoder)
     encoder: str = check(lambda v: v in ENCODERS, f"one of {list(ENCODERS)}", default="pixels")
@@ -149,7 +151,7 @@ class SequenceExperiment(Algorithm):
         if algo.name == "mann":
             self.model = MANN(task.image_size, task.classes, algo.controller_size, algo.slots, algo.slot_size,
                               algo.reads, algo.gamma, algo.key_strength, algo.write_vector, algo.encoder,
-                              algo.encoder_channels, algo.input_keys)
+                              algo.encoder_channels, algo.input_keys, algo.bind_writes)
         else:
             self.model = LSTMBaseline(task.image_size, task.classes, algo.controller_size, algo.encoder,
                                       algo.encoder_channels)

@@ -167,7 +167,7 @@ class MANN(nn.Module):
     def __init__(self, image_size: int = 20, classes: int = 5, controller_size: int = 200, slots: int = 128,
                  slot_size: int = 40, reads: int = 4, gamma: float = 0.95, key_strength: bool = False,
                  write_vector: bool = False, encoder: str = "pixels", encoder_channels: int = 32,
-                 input_keys: bool = False):
+                 input_keys: bool = False, bind_writes: bool = False):
         super().__init__()
         check_sizes("MANN", image_size=image_size, classes=classes, controller_size=controller_size,
                     slots=slots, slot_size=slot_size, reads=reads)
@@ -176,21 +176,28 @@ class MANN(nn.Module):
         self.encoder = ImageEncoder(image_size, encoder, encoder_channels)
         self.controller = nn.LSTMCell(self.encoder.features + classes + reads * slot_size, controller_size)
         # input_keys: keys and write vectors read the step's input (image features, previous label)
-        # beside the controller's output, not only through it (a deviation, off by default)
-        self.input_keys = input_keys
+        # beside the controller's output, not only through it; bind_writes: write vectors read the
+        # previous step's image features and the label that has just arrived, the pair to bind
+        # (deviations, off by default)
+        if bind_writes and not write_vector:
+            raise MetakitError("bind_writes shapes the write vectors: it needs write_vector=True")
+        self.input_keys, self.bind_writes = input_keys, bind_writes
         addressing = controller_size + (self.encoder.features + classes) * input_keys
+        writing = controller_size + (self.encoder.features + classes) * (input_keys or bind_writes)
         self.keys = nn.Linear(addressing, reads * slot_size)
         self.gates = nn.Linear(controller_size, reads)  # alpha of each head
         # beta of each head, 1 + softplus (a deviation from the paper, off by default)
         self.strengths = nn.Linear(controller_size, reads) if key_strength else None
         # what each head writes, apart from its read key (the NTM's add vector; the paper writes the key)
-        self.writes = nn.Linear(addressing, reads * slot_size) if write_vector else None
+        self.writes = nn.Linear(writing, reads * slot_size) if write_vector else None
         self.output = nn.Linear(controller_size + reads * slot_size, classes)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         check_episode(x, y, self.image_size, self.classes)
         batch, steps = y.shape
-        inputs = torch.cat([self.encoder(x), previous_labels(y, self.classes)], -1)  # [B, L, in]
+        features = self.encoder(x)
+        inputs = torch.cat([features, previous_labels(y, self.classes)], -1)  # [B, L, in]
+        previous_features = torch.cat([torch.zeros_like(features[:, :1]), features[:, :-1]], 1)
         state = self.memory.initial_state(batch, x.device, x.dtype)  # a fresh memory per episode
         reads = x.new_zeros(batch, self.reads * self.slot_size)
         hidden = None
@@ -201,6 +208,8 @@ class MANN(nn.Module):
             address = torch.cat([h, inputs[:, t]], -1) if self.input_keys else h
             keys = torch.tanh(self.keys(address)).view(batch, self.reads, self.slot_size)
             strengths = 1 + F.softplus(self.strengths(h)) if self.strengths is not None else None
+            if self.bind_writes:  # x_{t-1}'s features with y_{t-1}, which arrives at step t
+                address = torch.cat([h, previous_features[:, t], inputs[:, t, -self.classes:]], -1)
             writes = None if self.writes is None else torch.tanh(self.writes(address)).view_as(keys)
             read, state = self.memory.step(state, keys, torch.sigmoid(self.gates(h)), strengths, writes)
             reads = read.flatten(1)
