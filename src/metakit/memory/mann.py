@@ -197,7 +197,8 @@ class MANN(nn.Module):
         batch, steps = y.shape
         features = self.encoder(x)
         inputs = torch.cat([features, previous_labels(y, self.classes)], -1)  # [B, L, in]
-        previous_features = torch.cat([torch.zeros_like(features[:, :1]), features[:, :-1]], 1)
+        if self.bind_writes:  # step t binds x_{t-1}'s features (zeros at the first step)
+            previous_features = torch.cat([torch.zeros_like(features[:, :1]), features[:, :-1]], 1)
         state = self.memory.initial_state(batch, x.device, x.dtype)  # a fresh memory per episode
         reads = x.new_zeros(batch, self.reads * self.slot_size)
         hidden = None
