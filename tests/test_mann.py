@@ -55,6 +55,11 @@ def test_key_strength_sharpens_the_reads_and_a_write_vector_is_written_instead_o
     # slot 0, the least used at the start, is zeroed and receives the write vector, not the key
     torch.testing.assert_close(new["memory"][0, 0], written[0, 0])
     torch.testing.assert_close(new["memory"][0, 1:], state["memory"][0, 1:])
+    # read_after_write: the key meets the memory with this step's write in slot 0 (cosine of
+    # (0, 2) with (3, -1) is -1/sqrt(10)); before the write slot 0 held (1, 0), cosine 0
+    _, new = memory.step(state, key, gate, writes=written, read_after_write=True)
+    after = torch.tensor([-(0.1**0.5), 0.5**0.5, 1.0])
+    torch.testing.assert_close(new["read_weights"][0, 0], after.softmax(0))
     model = MANN(6, 4, 16, slots=8, slot_size=5, reads=2, key_strength=True, write_vector=True)
     assert model(*_episode()).shape == (3, 8, 4)
 
@@ -194,8 +199,8 @@ def test_reproduce_smoke_writes_the_table_and_load_gives_the_model_back(real_omn
     assert set(results["accuracy_by_instance"]) == {"mann", "lstm", "nearest-neighbour"}
     assert set(results["accuracy_by_instance"]["mann"]) == {"1", "2", "3", "4", "5", "10"}
     assert results["paper"]["mann"]["2"] == 82.8 and (tmp_path / "accuracy_by_instance.png").is_file()
-    algo = metakit.load(tmp_path / "omniglot-mann")
-    assert isinstance(algo.model, MANN)
+    algo = metakit.load(tmp_path / "omniglot-mann-conv4")
+    assert isinstance(algo.model, MANN) and algo.model.bind_writes and algo.model.encoder.frozen
     x, y = algo.episodes.sample(2, torch.Generator().manual_seed(0))
     assert algo.model(x, y).shape == (2, 50, 5)
 

@@ -13,9 +13,12 @@ from .runner import train
 PAPER = {"mann": {"1": 36.4, "2": 82.8, "3": 91.0, "4": 92.6, "5": 94.9, "10": 98.1},
          "lstm": {"1": 24.4, "2": 49.5, "3": 55.3, "4": 61.0, "5": 63.6, "10": 62.5},
          "human": {"1": 34.5, "2": 57.3, "3": 70.1, "4": 71.8, "5": 81.4, "10": 92.4}}
-RUNS = {"mann": "omniglot-mann", "lstm": "omniglot-lstm"}
-BUDGETS = {"full": [], "smoke": ["train.iterations=3", "train.log_every=1", "train.checkpoint_every=1",
-                                 "train.validate_every=0", "eval.num_episodes=20"]}
+# both read each image through a conv-4 embedding pretrained as a prototypical network and then
+# frozen; omniglot-mann and omniglot-lstm are the paper's pixel input (with a small conv beside it)
+RUNS = {"mann": "omniglot-mann-conv4", "lstm": "omniglot-lstm-conv4"}
+BUDGETS = {"full": [], "smoke": ["train.iterations=3", "algorithm.pretrain_iterations=1", "train.log_every=1",
+                                 "train.checkpoint_every=1", "train.validate_every=0",
+                                 "eval.num_episodes=20"]}
 
 
 def reproduce_mann(out: Path, budget: str, device: str, progress: bool, resume: bool) -> dict:
