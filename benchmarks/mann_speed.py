@@ -2,7 +2,8 @@
 (16 episodes of 5 classes x 10 drawings of 20 x 20 images an update, forward, backward and
 Adam), each batch one batched recurrence; each model reading the pixels (the paper), through
 the pixels + conv encoder of the bundled configs, and through a frozen conv-4 embedding
-(`algorithm.encoder: conv4` after its pretraining; MANN with `input_keys`). Rounds are
+(`algorithm.encoder: conv4` after its pretraining; MANN as omniglot-mann-conv4 runs it:
+`input_keys`, `bind_writes`, 256 slots). Rounds are
 interleaved; medians are reported. Writes benchmarks/results/mann-speed-cpu.json.
 
     python benchmarks/mann_speed.py [--rounds 10] [--device cpu]
@@ -39,7 +40,8 @@ def main() -> None:
     models = {"mann": MANN(), "lstm": LSTMBaseline(),
               "mann-pixels+conv": MANN(key_strength=True, write_vector=True, **conv),
               "lstm-pixels+conv": LSTMBaseline(**conv),
-              "mann-conv4-frozen": MANN(key_strength=True, write_vector=True, input_keys=True, **conv4),
+              "mann-conv4-frozen": MANN(key_strength=True, write_vector=True, input_keys=True,
+                                        bind_writes=True, slots=256, **conv4),
               "lstm-conv4-frozen": LSTMBaseline(**conv4)}
     for name in ("mann-conv4-frozen", "lstm-conv4-frozen"):
         models[name].encoder.freeze()
