@@ -145,6 +145,27 @@ def test_real_data_keeps_every_step_taken_and_the_newest_when_full():
     assert mbmpo.real_steps == 45 and mbmpo.data["observations"].shape[0] == 20
 
 
+@pytest.mark.parametrize("clip", [True, False])
+def test_models_see_the_actions_the_environment_applies(clip):
+    """The real environment clips actions to its bound: by default the models are fitted on and
+    stepped with the clipped actions, so an imagined action beyond the bound cannot reach a
+    state the models extrapolate to; clip_actions=False keeps the official code's raw actions."""
+    ensemble = DynamicsEnsemble(2, 2, models=3, hidden_sizes=(8,), generator=torch.Generator().manual_seed(0))
+    mbmpo = nav_mbmpo(ensemble, tasks=3, random_steps=5, clip_actions=clip)
+    with torch.no_grad():
+        mbmpo.policy.log_std.fill_(2.0)  # std 7.4: most raw actions fall beyond the bound of 1
+    mbmpo.collect(torch.Generator().manual_seed(0))  # random actions, in the bound
+    mbmpo.collect(torch.Generator().manual_seed(1))  # the adapted policies' actions
+    assert (mbmpo.data["actions"].abs().max() <= 1.0) == clip
+    env = mbmpo.model_env
+    env.set_tasks(env.sample_tasks(3))
+    start = env.reset(1, torch.Generator().manual_seed(2))
+    beyond = env.step(torch.full((3, 1, 2), 5.0))[0]
+    env.reset(1, torch.Generator().manual_seed(2))
+    at_bound = env.step(torch.full((3, 1, 2), 1.0))[0]
+    assert torch.equal(beyond, at_bound) == clip and not torch.equal(beyond, start)
+
+
 def test_mbmpo_run_learns_navigation_and_resumes_exactly(whole_and_resumed_runs, tmp_path):
     """mbmpo-nav2d: the real return climbs from a random policy's far into the goal's
     neighbourhood; killed at its first checkpoint and resumed, it ends with the same policy,

@@ -46,6 +46,9 @@ class MBMPOSection:
                                     default=False)  # weight-normalised models, as the official code's
     valid_fraction: float = check(lambda v: 0 < v < 1, "in (0, 1)", default=0.2)
     buffer_size: int = check(*positive, default=100_000)  # the last real transitions kept
+    # the models see actions clipped to the env's bound, as it applies them; false: the
+    # policy's raw actions, as the official code
+    clip_model_actions: bool = check(lambda v: isinstance(v, bool), "true or false", default=True)
 
 
 @dataclass
@@ -106,6 +109,7 @@ class MBMPOExperiment(MetaRLAlgorithm):
             a.buffer_size,
             fit,
             eval_env=build_env(config.env),
+            clip_actions=a.clip_model_actions,
         )
         self.history: list[dict] = []  # one evaluation point per iteration
 

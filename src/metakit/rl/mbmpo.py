@@ -49,6 +49,7 @@ class MBMPO:
         buffer_size: int = 100_000,
         model_fit: dict | None = None,
         eval_env: TaskEnv | None = None,
+        clip_actions: bool = True,
     ):
         if env.discrete:
             raise MetakitError(f"MB-MPO needs continuous actions, got {type(env).__name__}")
@@ -63,12 +64,15 @@ class MBMPO:
         self.task, self.policy = task, meta.policy
         self.num_tasks, self.imagined_episodes, self.meta_steps = num_tasks, imagined_episodes, meta_steps
         self.random_steps, self.buffer_size, self.model_fit = random_steps, buffer_size, model_fit or {}
+        # the models see the actions the environment applies: clipped to its bound (the official
+        # code feeds the policy's raw actions, which models never saw beyond it extrapolate)
+        self.action_limit = env.action_bound if clip_actions else None
         self.data = {k: torch.zeros(0, n) for k, n in _columns(env).items()}
         self.real_steps = 0  # all real steps taken; the data keeps the last buffer_size of them
         device = ensemble.input_mean.device  # imagined episodes run where the models are
         on_device = task.to(device)
         self.model_env = ModelEnv(
-            ensemble.dynamics,
+            lambda tasks, s, a: ensemble.dynamics(tasks, s, self._applied(a)),
             lambda s, a, s2: env.known_reward(on_device, s, a, s2),
             lambda tasks, episodes, g: env.initial_observations(tasks * episodes, g).view(
                 tasks, episodes, -1
@@ -209,10 +213,13 @@ class MBMPO:
         # runs saved before the count existed: their data had not reached buffer_size
         self.real_steps = state.get("real_steps", self.data["observations"].shape[0])
 
+    def _applied(self, actions: torch.Tensor) -> torch.Tensor:
+        return actions if self.action_limit is None else actions.clamp(-self.action_limit, self.action_limit)
+
     def _store(self, trajectories: Trajectories) -> None:
         """The steps really taken, oldest dropped beyond `buffer_size`."""
         valid = trajectories.mask.bool()
-        obs, actions = trajectories.observations, trajectories.actions
+        obs, actions = trajectories.observations, self._applied(trajectories.actions)
         following = torch.cat([obs[:, :, 1:], trajectories.last_observations[:, :, None]], 2)
         new = {k: v[valid].cpu() for k, v in (("observations", obs), ("actions", actions),
                                                 ("next_observations", following))}  # D lives on the CPU
