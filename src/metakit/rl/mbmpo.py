@@ -14,8 +14,9 @@ numbers: the same episodes on any number of ranks); the real episodes are gather
 fits the models on the same data, and the TRPO step averages over the ranks.
 
 The imagined rollouts run in a `ModelEnv` whose reward, termination and start states are the
-real environment's known functions; predicted states are clipped to the range seen in D
-widened by its span on each side.
+real environment's known functions; the models are given the actions clipped to the
+environment's bound, as it applies them, and predicted states are clipped to the range seen in
+D widened by its span on each side.
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ class MBMPO:
         self.task, self.policy = task, meta.policy
         self.num_tasks, self.imagined_episodes, self.meta_steps = num_tasks, imagined_episodes, meta_steps
         self.random_steps, self.buffer_size, self.model_fit = random_steps, buffer_size, model_fit or {}
-        # the models see the actions the environment applies: clipped to its bound (the official
-        # code feeds the policy's raw actions, which models never saw beyond it extrapolate)
+        # the models see the actions the environment applies, clipped to its bound (the official
+        # code feeds raw ones: beyond the bound, where D holds none, the models extrapolate and
+        # the policy learns to exploit them)
         self.action_limit = env.action_bound if clip_actions else None
         self.data = {k: torch.zeros(0, n) for k, n in _columns(env).items()}
         self.real_steps = 0  # all real steps taken; the data keeps the last buffer_size of them
