@@ -252,6 +252,35 @@ def test_maml_trpo_fisher_product_is_the_exact_kl_hessian_through_the_inner_step
         torch.testing.assert_close(fisher(v), exact(v), rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.parametrize("fast_lr", [0.0, 0.3])
+def test_maml_trpo_adapted_fisher_is_the_adapted_policies_kl_hessian(fast_lr, float64):
+    """fisher="adapted": the Hessian of the mean KL in the adapted weights (a per-task loop by
+    double backward), which is the exact one through the inner step at fast_lr 0 only."""
+    torch.manual_seed(0)
+    env = envs.Navigation2D(horizon=6)
+    algo = MAMLTRPO(policy_for(env, hidden=(8,)), fast_lr=fast_lr, fisher="adapted")
+    data = algo.sample(env, 3, 4, torch.Generator().manual_seed(1))
+    params = list(algo.policy.parameters())
+    _, kl, out = algo.objectives(data)()
+    through_inner_step = hessian_vector_product(kl, params, damping=0.01)
+    fisher = algo.fisher(data, damping=0.01)(out)
+    shift = {k: torch.zeros_like(v, requires_grad=True) for k, v in algo.policy.named_parameters()}
+    valid, kls = data["valid"], []
+    for t in range(3):
+        weights = {k: data["fast"][k][t] + shift[k] for k in shift}
+        out_t = functional_call(algo.policy, weights, (valid.observations[t],))
+        mask = valid.mask[t]
+        kls.append((algo.policy.kl(data["old_out"][t], out_t) * mask).sum() / mask.sum())
+    reference = hessian_vector_product(torch.stack(kls).mean(), list(shift.values()), damping=0.01)
+    for seed in range(3):
+        v = torch.randn(sum(p.numel() for p in params), generator=torch.Generator().manual_seed(seed))
+        torch.testing.assert_close(fisher(v), reference(v), rtol=1e-8, atol=1e-10)
+        gap = (fisher(v) - through_inner_step(v)).norm() / through_inner_step(v).norm()
+        assert gap < 1e-10 if fast_lr == 0 else gap > 1e-3
+    with pytest.raises(MetakitError, match="fisher must be one of"):
+        MAMLTRPO(policy_for(env, hidden=(8,)), fisher="approximate")
+
+
 @pytest.mark.parametrize("first_order", [False, True])
 def test_maml_trpo_meta_gradient_equals_a_per_task_loop(first_order, float64):
     torch.manual_seed(0)

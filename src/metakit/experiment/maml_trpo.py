@@ -9,6 +9,7 @@ import torch
 
 from ..errors import MetakitError
 from ..rl import MAMLTRPO, policy_for
+from ..rl.maml_trpo import FISHERS
 from ..rl.policies import ACTIVATIONS
 from .config import check, non_negative, positive, sizes
 from .metarl import MetaRLAlgorithm, MetaRLConfig
@@ -31,6 +32,8 @@ class MAMLTRPOSection:
     gae_lambda: float = check(lambda v: 0 <= v <= 1, "in [0, 1]", default=1.0)
     max_kl: float = check(*positive, default=0.01)
     cg_damping: float = check(*non_negative, default=1e-5)
+    # the TRPO step's KL Hessian: "exact" (through the inner step) or "adapted" (cheaper)
+    fisher: str = check(lambda v: v in FISHERS, f"one of {FISHERS}", default="exact")
 
 
 @dataclass
@@ -70,7 +73,7 @@ class MAMLTRPOExperiment(MetaRLAlgorithm):
         self.policy = policy_from_config(self.env, config.policy).to(device)
         a = config.algorithm
         self.algo = MAMLTRPO(self.policy, a.fast_lr, a.inner_steps, a.first_order, a.gamma, a.gae_lambda,
-                             a.max_kl, a.cg_damping)
+                             a.max_kl, a.cg_damping, fisher=a.fisher)
         self._record: list = []
 
     def step(self, generator):

@@ -14,6 +14,7 @@ import torch
 
 from ..rl import MAMLTRPO
 from ..rl.dynamics import DynamicsEnsemble
+from ..rl.maml_trpo import FISHERS
 from ..rl.mbmpo import MBMPO
 from .config import check, non_negative, positive, sizes
 from .maml_trpo import MLPPolicyConfig, policy_from_config
@@ -28,6 +29,8 @@ class MBMPOSection:
     gae_lambda: float = check(lambda v: 0 <= v <= 1, "in [0, 1]", default=1.0)
     max_kl: float = check(*positive, default=0.01)
     cg_damping: float = check(*non_negative, default=1e-5)
+    # the TRPO step's KL Hessian: "exact" (through the inner step) or "adapted" (cheaper)
+    fisher: str = check(lambda v: v in FISHERS, f"one of {FISHERS}", default="exact")
     meta_steps: int = check(*positive, default=30)  # MAML-TRPO steps per iteration
     random_steps: int = check(*positive, default=5000)  # real steps of random actions first
     models: int = check(*positive, default=5)
@@ -79,7 +82,8 @@ class MBMPOExperiment(MetaRLAlgorithm):
         a, seed = config.algorithm, config.seed
         self.task = self.env.sample_tasks(1, torch.Generator().manual_seed(seed))[0]  # the one real task
         self.policy = policy_from_config(self.env, config.policy).to(device)
-        meta = MAMLTRPO(self.policy, a.fast_lr, 1, False, a.gamma, a.gae_lambda, a.max_kl, a.cg_damping)
+        meta = MAMLTRPO(self.policy, a.fast_lr, 1, False, a.gamma, a.gae_lambda, a.max_kl, a.cg_damping,
+                        fisher=a.fisher)
         ensemble = DynamicsEnsemble(
             self.env.observation_size,
             self.env.action_size,

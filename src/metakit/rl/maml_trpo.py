@@ -27,6 +27,8 @@ from .optim import fisher_vector_product, policy_gradient_loss, trpo_step
 from .returns import discounted_returns, gae, linear_feature_baseline, normalize
 from .sampling import Trajectories, rollout
 
+FISHERS = ("exact", "adapted")  # the KL Hessian of the TRPO step: see MAMLTRPO.fisher
+
 
 def advantages(trajectories: Trajectories, gamma: float, gae_lambda: float) -> torch.Tensor:
     returns = discounted_returns(trajectories.rewards, trajectories.mask, gamma)
@@ -48,8 +50,11 @@ class MAMLTRPO(nn.Module):
         max_kl: float = 0.01,
         cg_damping: float = 1e-5,
         chunk_size: int | None = None,
+        fisher: str = "exact",
     ):
         super().__init__()
+        if fisher not in FISHERS:
+            raise MetakitError(f"fisher must be one of {FISHERS}, got {fisher!r}")
         fast_lr = check_lr("fast_lr", fast_lr)
         if not isinstance(inner_steps, int) or inner_steps < 0:
             raise MetakitError(f"inner_steps must be an integer >= 0, got {inner_steps!r}")
@@ -64,6 +69,7 @@ class MAMLTRPO(nn.Module):
         self.policy, self.chunk_size, self.exact_norms = policy, chunk_size, may_call_norms(policy)
         self.fast_lr, self.inner_steps, self.first_order = fast_lr, inner_steps, first_order
         self.gamma, self.gae_lambda, self.max_kl, self.cg_damping = gamma, gae_lambda, max_kl, cg_damping
+        self.fisher_mode = fisher
 
     # -- per task, under the engine's vmap ---------------------------------------------------
     def _outputs(self, params, observations):
@@ -114,6 +120,7 @@ class MAMLTRPO(nn.Module):
         return {
             "train": train,
             "train_adv": train_adv,
+            "fast": fast,
             "valid": valid,
             "old_out": old_out,
             "valid_adv": advantages(valid, self.gamma, self.gae_lambda),
@@ -139,12 +146,21 @@ class MAMLTRPO(nn.Module):
     def fisher(self, data: dict, damping: float | None = None):
         """A function building, from the outputs `objectives` gives at the current theta (the
         sampling one), v -> (H + damping) v, H the Hessian in theta of the mean KL: J^T F J, J
-        through the inner step."""
+        through the inner step. With fisher="adapted", J is taken as if the inner step's
+        Jacobian I - alpha d2L were I: the Fisher of the adapted policies in their own weights,
+        exact at alpha = 0, about 4x cheaper a product (no pass through the inner step). The
+        line search still checks the exact KL."""
         mask = data["valid"].mask
         weight = mask / mask.sum((1, 2), keepdim=True) / mask.shape[0]  # of each state in the mean KL
         metric = self.policy.fisher_diagonal(data["old_out"]) * weight[..., None]
         damping = self.cg_damping if damping is None else damping
-        return lambda out: fisher_vector_product(out, metric, list(self.policy.parameters()), damping)
+        params = list(self.policy.parameters())
+        if self.fisher_mode == "exact":
+            return lambda out: fisher_vector_product(out, metric, params, damping)
+        shifts = {k: torch.zeros_like(v, requires_grad=True) for k, v in self.policy.named_parameters()}
+        fast = {k: v + shifts[k] for k, v in data["fast"].items()}  # d fast / d shift = I
+        out = self._fast_outputs(fast, data["valid"].observations)
+        return lambda *_: fisher_vector_product(out, metric, list(shifts.values()), damping)
 
     def step(
         self, env: TaskEnv, num_tasks: int, episodes: int, generator: torch.Generator | None = None
