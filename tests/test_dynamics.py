@@ -62,6 +62,34 @@ def test_it_learns_a_linear_system_and_stops_early_when_there_is_nothing_to_lear
     assert max(info["epochs"]) < 60
 
 
+def test_bfloat16_models_run_their_matmuls_in_bfloat16_and_learn_as_well():
+    """precision="bfloat16": predictions within bfloat16 rounding of the float32 ones (and not
+    equal to them: the matmuls did run in bfloat16), float32 results and weights, and a fit as
+    good as float32's on the linear system."""
+    generator = torch.Generator().manual_seed(0)
+    s, u, following = linear_system(1000, generator)
+    test_s, test_u, test_following = linear_system(300, generator)
+    errors = {}
+    for precision in ("float32", "bfloat16"):
+        ensemble = DynamicsEnsemble(3, 2, models=3, hidden_sizes=(32, 32),
+                                    generator=torch.Generator().manual_seed(1), precision=precision)
+        if precision == "bfloat16":
+            models, s6, u6 = torch.arange(6) % 3, test_s[:60].view(6, 10, 3), test_u[:60].view(6, 10, 2)
+            fast = ensemble.predict(test_s, test_u), ensemble.dynamics(models, s6, u6)  # imagined steps too
+            ensemble.precision = "float32"
+            exact = ensemble.predict(test_s, test_u), ensemble.dynamics(models, s6, u6)
+            ensemble.precision = "bfloat16"
+            for f, e in zip(fast, exact):
+                assert f.dtype == torch.float32 and not torch.equal(f, e)
+                torch.testing.assert_close(f, e, rtol=2e-2, atol=2e-2)
+        ensemble.fit(s, u, following, epochs=25, batch_size=100, generator=torch.Generator().manual_seed(2))
+        assert all(p.dtype == torch.float32 for p in ensemble.parameters())
+        errors[precision] = (ensemble.predict(test_s, test_u) - test_following).square().mean().item()
+    assert errors["bfloat16"] < 2 * errors["float32"] + 1e-4, errors
+    with pytest.raises(MetakitError, match="precision must be one of"):
+        DynamicsEnsemble(3, 2, precision="float16")
+
+
 def test_a_second_fit_starts_where_the_first_ended():
     generator = torch.Generator().manual_seed(1)
     ensemble = DynamicsEnsemble(3, 2, models=2, hidden_sizes=(32,), generator=generator)

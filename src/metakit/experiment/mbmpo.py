@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..rl import MAMLTRPO
-from ..rl.dynamics import DynamicsEnsemble
+from ..rl.dynamics import PRECISIONS, DynamicsEnsemble
 from ..rl.maml_trpo import FISHERS
 from ..rl.mbmpo import MBMPO
 from .config import check, non_negative, positive, sizes
@@ -47,6 +47,9 @@ class MBMPOSection:
     model_rolling: float | None = check(lambda v: v is None or 0 < v < 1, "null or in (0, 1)", default=None)
     model_weight_norm: bool = check(lambda v: isinstance(v, bool), "true or false",
                                     default=False)  # weight-normalised models, as the official code's
+    # the models' matmuls: "bfloat16" (autocast; float32 weights) halves fitting and is 2.5x
+    # faster a model step on CPUs with bfloat16 instructions (AVX512-BF16, AMX) and on GPUs
+    model_precision: str = check(lambda v: v in PRECISIONS, f"one of {PRECISIONS}", default="float32")
     valid_fraction: float = check(lambda v: 0 < v < 1, "in (0, 1)", default=0.2)
     buffer_size: int = check(*positive, default=100_000)  # the last real transitions kept
     # the models see actions clipped to the env's bound, as it applies them; false: the
@@ -92,6 +95,7 @@ class MBMPOExperiment(MetaRLAlgorithm):
             a.model_lr,
             torch.Generator().manual_seed(seed),
             a.model_weight_norm,
+            a.model_precision,
         ).to(device)
         fit = {
             "batch_size": a.model_batch_size,

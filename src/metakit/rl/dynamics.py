@@ -24,6 +24,8 @@ from .. import distributed
 from ..errors import MetakitError
 from ..nets.batched import BatchedMLP
 
+PRECISIONS = ("float32", "bfloat16")  # of the models' matmuls
+
 
 class DynamicsEnsemble(nn.Module):
     def __init__(
@@ -35,8 +37,12 @@ class DynamicsEnsemble(nn.Module):
         lr: float = 1e-3,
         generator: torch.Generator | None = None,
         weight_norm: bool = False,
+        precision: str = "float32",
     ):
         super().__init__()
+        if precision not in PRECISIONS:
+            raise MetakitError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
         if models < 1 or observation_size < 1 or action_size < 1:
             raise MetakitError(
                 f"DynamicsEnsemble needs models, observation_size and action_size >= 1, got "
@@ -56,6 +62,12 @@ class DynamicsEnsemble(nn.Module):
             self.register_buffer(name, torch.zeros(size) if name.endswith("mean") else torch.ones(size))
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
 
+    def _net(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """The models' forward; with precision "bfloat16" their matmuls run in bfloat16
+        (autocast: float32 weights, Adam state and result)."""
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=self.precision == "bfloat16"):
+            return self.net(x, index).float()
+
     def _check(self, observations: torch.Tensor, actions: torch.Tensor) -> None:
         if (
             observations.shape[-1] != self.observation_size
@@ -71,7 +83,7 @@ class DynamicsEnsemble(nn.Module):
     def _delta(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Normalised predicted change, each model on its own rows: [K, N, obs] from [K, N, ...]."""
         x = (torch.cat([observations, actions], -1) - self.input_mean) / self.input_std
-        return self.net(x)
+        return self._net(x)
 
     def dynamics(
         self, models: torch.Tensor, observations: torch.Tensor, actions: torch.Tensor
@@ -90,10 +102,10 @@ class DynamicsEnsemble(nn.Module):
             grouped = (
                 x.view(share, self.models, *x.shape[1:]).transpose(0, 1).reshape(self.models, -1, x.shape[-1])
             )
-            delta = self.net(grouped).view(self.models, share, *x.shape[1:-1], -1).transpose(0, 1)
+            delta = self._net(grouped).view(self.models, share, *x.shape[1:-1], -1).transpose(0, 1)
             delta = delta.reshape(*x.shape[:-1], -1)
         else:
-            delta = self.net(x, models)
+            delta = self._net(x, models)
         return observations + delta * self.target_std + self.target_mean
 
     def predict(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -178,13 +190,13 @@ class DynamicsEnsemble(nn.Module):
             shuffled = train_index.gather(1, shuffled[first:last].to(device))
             for start in range(0, n - valid, batch_size):
                 batch = shuffled[:, start : start + batch_size]  # [K, B]: each model its own rows
-                loss = (self.net(x[batch], mine) - y[batch]).square().mean((1, 2)).sum()
+                loss = (self._net(x[batch], mine) - y[batch]).square().mean((1, 2)).sum()
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
             with torch.no_grad():
                 losses = torch.full((k,), math.inf, device=device)
-                losses[first:last] = (self.net(x[valid_index], mine) - y[valid_index]).square().mean((1, 2))
+                losses[first:last] = (self._net(x[valid_index], mine) - y[valid_index]).square().mean((1, 2))
                 if rolling is None:  # keep the best epoch; stop after `patience` epochs without one
                     keep = (losses < best) & active
                     since = torch.where(keep, 0, since + 1)
