@@ -1,16 +1,19 @@
 """Seconds per MB-MPO iteration on HalfCheetah-v5 at the `mbmpo-halfcheetah` config's sizes,
 split into its four phases (real sampling, model fitting, imagined sampling, policy
-optimisation), for the first iterations of a fresh run; and one imagined step of 20 tasks x
-E episodes through the 5-model ensemble, each model's tasks as one batch (what ModelEnv does
-for tasks spread evenly) against per-task weights. Writes
-benchmarks/results/mbmpo-iteration-cpu.json.
+optimisation), for the first iterations of a fresh run; then, from the state they leave, one
+model fit in each `model_precision` and one meta-step in each `fisher` x `model_precision`
+setting, interleaved, each from the same weights; and one imagined step of 20 tasks x E
+episodes through the 5-model ensemble, each model's tasks as one batch (what ModelEnv does for
+tasks spread evenly) against per-task weights. Writes benchmarks/results/mbmpo-iteration-cpu.json.
 
-    OMP_NUM_THREADS=1 python benchmarks/mbmpo_iteration.py [--iterations 2] [--meta-steps 10]
+    OMP_NUM_THREADS=1 python benchmarks/mbmpo_iteration.py [--iterations 2] [--meta-steps 10] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import itertools
 import json
 import platform
 import statistics
@@ -35,16 +38,58 @@ def ensemble_query(ensemble, tasks: int, episodes: int, rounds: int = 20) -> dic
             start = time.perf_counter()
             ensemble.dynamics(models, s, a)
             middle = time.perf_counter()
-            ensemble.net(x, models)
+            ensemble._net(x, models)  # in the same precision
             times["grouped_ms"].append(1000 * (middle - start))
             times["per_task_weights_ms"].append(1000 * (time.perf_counter() - middle))
     return {k: round(statistics.median(v), 2) for k, v in times.items()}
+
+
+def settings(mbmpo, generator, rounds: int = 3) -> dict:
+    """Median seconds of a model fit per precision and of a meta-step's imagined sampling and
+    policy optimisation per (fisher, precision), every measurement from the same state."""
+    ensemble, meta = mbmpo.ensemble, mbmpo.meta
+    start = copy.deepcopy((ensemble.state_dict(), ensemble.optimizer.state_dict(), meta.policy.state_dict()))
+    kept = (ensemble.precision, meta.fisher_mode)
+
+    def restore():
+        ensemble.load_state_dict(start[0])
+        ensemble.optimizer.load_state_dict(start[1])
+        meta.policy.load_state_dict(start[2])
+
+    fits, steps = {}, {}
+    for _ in range(rounds):
+        for precision in ("float32", "bfloat16"):
+            restore()
+            ensemble.precision = precision
+            clock = time.perf_counter()
+            mbmpo.fit_models(generator)
+            fits.setdefault(precision, []).append(time.perf_counter() - clock)
+        for fisher, precision in itertools.product(("exact", "adapted"), ("float32", "bfloat16")):
+            restore()
+            ensemble.precision, meta.fisher_mode = precision, fisher
+            info = mbmpo.meta_step(generator)
+            steps.setdefault(f"{fisher}/{precision}", []).append(
+                (info["imagined_sampling_s"], info["policy_optimisation_s"])
+            )
+    restore()
+    ensemble.precision, meta.fisher_mode = kept
+    return {
+        "model_fit_s": {k: round(statistics.median(v), 2) for k, v in fits.items()},
+        "meta_step_s": {
+            k: {
+                "imagined_sampling_s": round(statistics.median(t[0] for t in v), 2),
+                "policy_optimisation_s": round(statistics.median(t[1] for t in v), 2),
+            }
+            for k, v in steps.items()
+        },
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--meta-steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)  # of the settings comparison
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "mbmpo-iteration-cpu.json"))
     args = parser.parse_args()
     config = load_config("mbmpo-halfcheetah", [f"algorithm.meta_steps={args.meta_steps}"])
@@ -63,12 +108,18 @@ def main() -> None:
             }
         )
         print(rows[-1], flush=True)
+    compared = settings(algo.mbmpo, generator, args.rounds)
+    print("from the same state:", compared)
     query = ensemble_query(algo.mbmpo.ensemble, config.train.meta_batch_size, config.train.episodes)
     print("one imagined step through the ensemble:", query)
     result = {
         "config": "mbmpo-halfcheetah",
         "meta_steps": args.meta_steps,
+        "fisher": config.algorithm.fisher,
+        "model_precision": config.algorithm.model_precision,
+        "imagined_episodes": config.train.episodes,
         "iterations": rows,
+        "settings_from_the_same_state": compared,
         "imagined_step": query,
         "hardware": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s)",
         "torch": torch.__version__,
