@@ -42,9 +42,10 @@ CASES = {  # config -> overrides that keep a round short
         "eval.episodes=2",
         "eval.step_sizes=[0.1]",
     ],
-    # MB-MPO at the bundled size (20 tasks x 20 imagined episodes), 10 meta-steps an iteration
-    # as measured in the README (the config now takes 30)
-    "mbmpo-halfcheetah": ["train.log_every=1", "algorithm.meta_steps=10"],
+    # MB-MPO as measured in the README: 20 tasks x 20 imagined episodes, 10 meta-steps an
+    # iteration, exact Fisher, float32 models (the config now takes 50, 30, adapted, bfloat16)
+    "mbmpo-halfcheetah": ["train.log_every=1", "algorithm.meta_steps=10", "train.episodes=20",
+                          "algorithm.fisher=exact", "algorithm.model_precision=float32"],
     # MANN: 16 augmented episodes of 50 steps an update, the bundled model
     "omniglot-mann": ["task.shift=2", "task.rotate=10", "train.log_every=10", "train.validate_every=0",
                       "eval.num_episodes=10"],
