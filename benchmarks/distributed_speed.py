@@ -43,7 +43,8 @@ CASES = {  # config -> overrides that keep a round short
         "eval.step_sizes=[0.1]",
     ],
     # MB-MPO as measured in the README: 20 tasks x 20 imagined episodes, 10 meta-steps an
-    # iteration, exact Fisher, float32 models (the config now takes 50, 30, adapted, bfloat16)
+    # iteration, the exact Fisher, float32 models (the config now takes 50 episodes, 30
+    # meta-steps and the adapted Fisher)
     "mbmpo-halfcheetah": ["train.log_every=1", "algorithm.meta_steps=10", "train.episodes=20",
                           "algorithm.fisher=exact", "algorithm.model_precision=float32"],
     # MANN: 16 augmented episodes of 50 steps an update, the bundled model
