@@ -11,6 +11,8 @@ state from (s, a), trained and queried as one batched computation (weights stack
 The official code's stopping rule is also here (`fit(rolling=0.99)`): a model stops when the
 running average of its validation loss, avg <- rolling avg + (1 - rolling) loss, rises, and
 keeps its last weights; with `weight_norm=True` the models are weight-normalised, as there.
+With `precision="bfloat16"` the models' matmuls run under bfloat16 autocast (fitting and
+queries; weights and Adam state stay float32).
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ class DynamicsEnsemble(nn.Module):
     def _net(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """The models' forward; with precision "bfloat16" their matmuls run in bfloat16
         (autocast: float32 weights, Adam state and result)."""
-        with torch.autocast(x.device.type, torch.bfloat16, enabled=self.precision == "bfloat16"):
+        if self.precision == "float32":
+            return self.net(x, index)
+        with torch.autocast(x.device.type, torch.bfloat16):
             return self.net(x, index).float()
 
     def _check(self, observations: torch.Tensor, actions: torch.Tensor) -> None:
