@@ -78,8 +78,9 @@ class _HarnessSteps:
 def metakit_impl(strategy):
     def build(model, batch, loss, steps, first_order, lr):
         chunk = {"vmap": batch.num_tasks, "loop": 1, "default": None, "chunk8": 8, "meta_step": None,
-                 "meta_step-loop": 1, "meta_step-chunk2": 2}[strategy.replace("-compiled", "")]
-        compiled = "compiled" in strategy
+                 "meta_step-default": None, "meta_step-loop": 1, "meta_step-chunk2": 2,
+                 }[strategy.replace("-compiled", "")]
+        compiled = None if strategy == "meta_step-default" else "compiled" in strategy  # None: MAML's default
         tape = not strategy.startswith("meta_step")
         if compiled and any(isinstance(m, NORMS) for m in model.modules()) and (
             tape or (model.training and any(True for _ in model.buffers()))
@@ -216,6 +217,7 @@ IMPLS = {
     "metakit-compiled": metakit_impl("default-compiled"),
     "metakit-meta_step": metakit_impl("meta_step"),
     "metakit-meta_step-compiled": metakit_impl("meta_step-compiled"),
+    "metakit-meta_step-default": metakit_impl("meta_step-default"),  # MAML(...) as it comes
     "metakit-meta_step-compiled-loop": metakit_impl("meta_step-loop-compiled"),  # one task a graph
     "metakit-meta_step-compiled-chunk2": metakit_impl("meta_step-chunk2-compiled"),
     "learn2learn": learn2learn_impl,

@@ -270,7 +270,8 @@ def test_meta_step_takes_the_meta_gradient_of_meta_loss(float64, norm, variant):
     model = NormNet(NORMS[norm]() if norm != "none" else nn.Identity())
     model.inp.weight.requires_grad_(False)  # a frozen parameter stays out of both
     batch = small_batch(tasks=4, shots=5)
-    maml = MAML(model, F.mse_loss, inner_lr=0.1, meta_gradient="functional", **VARIANTS[variant])
+    maml = MAML(model, F.mse_loss, inner_lr=0.1, meta_gradient="functional", compile=False,
+                **VARIANTS[variant])
     for mode in ("train", "eval"):
         getattr(model, mode)()
         loss, step = _sgd_update_by(maml, batch, True)
@@ -305,6 +306,30 @@ def test_compiled_meta_step_through_a_norm_layer_is_as_exact_as_eager():
     assert errors[True] < max(3 * errors[False], 1e-6), errors
     with pytest.raises(metakit.MetakitError, match="meta_gradient='tape' through normalisation layers"):
         MAML(model, F.mse_loss, inner_lr=0.1, compile=True, meta_gradient="tape")
+
+
+def test_meta_step_is_compiled_by_default_where_it_pays_and_meta_loss_is_not(monkeypatch):
+    """compile=None: meta_step's torch.func gradient is compiled where docs/speed.md measured it
+    faster (not first-order through convolutions); meta_loss stays eager."""
+    import metakit.gradient.maml as maml_module
+
+    wrapped = []
+    monkeypatch.setattr(maml_module, "compile_own", lambda fn: wrapped.append(fn) or fn)
+    for model in (metakit.nets.MLP(1, [8], 1), metakit.nets.Conv4(1, 5, hidden=4)):
+        by_default = MAML(model, F.mse_loss, 0.1)
+        assert by_default.compiled and by_default.meta_gradient == "functional"
+        assert wrapped[-1] == by_default._meta_gradient  # the gradient only: meta_loss() is eager
+        assert by_default._task_losses == by_default._chunk_losses
+    wrapped.clear()
+    mlp = metakit.nets.MLP(1, [8], 1)
+    eager = (MAML(mlp, F.mse_loss, 0.1, compile=False), MAML(mlp, F.mse_loss, 0.1, meta_gradient="tape"),
+             MAML(metakit.nets.Conv4(1, 5, hidden=4), F.mse_loss, 0.1, first_order=True))
+    assert MAML(mlp, F.mse_loss, 0.1, first_order=True).compiled and len(wrapped) == 1
+    wrapped.clear()
+    for chosen in eager:
+        assert not chosen.compiled and chosen.meta_gradient == "tape" and wrapped == []
+    with pytest.raises(metakit.MetakitError, match="compile must be None .* got 'yes'"):
+        MAML(mlp, F.mse_loss, 0.1, compile="yes")
 
 
 def test_each_compiled_learner_has_its_own_compiled_code_cache():
@@ -347,7 +372,7 @@ def test_memory_budget_chooses_a_chunk_that_fits_and_keeps_the_meta_gradient():
     assert 1 <= maml.chunk_size < 8
     assert peak_of_meta_backward(maml) <= budget
     torch.testing.assert_close(flat([p.grad for p in params]), whole)
-    roomy = MAML(model, F.mse_loss, 0.1, memory_budget_mb=10 * all_tasks)
+    roomy = MAML(model, F.mse_loss, 0.1, memory_budget_mb=10 * all_tasks, compile=False)
     roomy.meta_step(batch, torch.optim.SGD(params, lr=0.0))
     assert roomy.chunk_size == 8
     with pytest.raises(metakit.MetakitError, match="below one task's meta-gradient .* MB measured"):
@@ -357,3 +382,34 @@ def test_memory_budget_chooses_a_chunk_that_fits_and_keeps_the_meta_gradient():
     for bad in (0, -1.0, True, "10"):
         with pytest.raises(metakit.MetakitError, match="memory_budget_mb must be"):
             MAML(model, F.mse_loss, 0.1, memory_budget_mb=bad)
+
+
+def test_the_trainer_compiles_long_runs_by_maml_s_rule_and_short_runs_eagerly():
+    from metakit.experiment import load_config
+    from metakit.experiment.gradient import compile_by_default
+
+    choice = lambda *overrides: compile_by_default(load_config("sinusoid", list(overrides)))  # noqa: E731
+    assert choice("train.iterations=4999") is False
+    assert choice("train.iterations=5000") is None  # MAML's compile=None: compile unless it convolves
+    assert choice("train.iterations=10", "train.compile=true") is True
+    assert choice("train.iterations=70000", "train.compile=false") is False
+
+
+def test_compiled_functions_compile_every_shape_statically():
+    """With automatic dynamic shapes a recompile went symbolic, and a conv-4 meta-gradient
+    compiled in a process after MLP learners' measured 1.6e-3 off through BatchNorm."""
+    from metakit.engine import compile_own
+
+    symbolic = []
+
+    def recorder(graph, example_inputs):
+        symbolic.append(any(isinstance(t, torch.SymInt) or isinstance(t, torch.Tensor)
+                            and any(isinstance(s, torch.SymInt) for s in t.shape) for t in example_inputs))
+        return graph.forward
+
+    torch._dynamo.reset()
+    first = compile_own(lambda x: (x * 2).sum(), backend=recorder)
+    first(torch.ones(3))
+    first(torch.ones(4))  # a new shape: recompiled
+    compile_own(lambda x: (x * 2).sum(), backend=recorder)(torch.ones(5))  # another "learner"
+    assert symbolic == [False, False, False]

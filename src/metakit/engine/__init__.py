@@ -182,7 +182,10 @@ def compile_own(fn: Callable, **options) -> Callable:
         return fn(*args, **kwargs)
 
     compiled_call.__code__ = compiled_call.__code__.replace()  # a new code object: a new cache
-    return torch.compile(compiled_call, **options)
+    # static shapes: with Dynamo's automatic dynamic shapes a recompile goes symbolic, and a
+    # conv-4 learner's compiled meta-gradient, compiled in a process after MLP learners', came
+    # out 1.6e-3 off through BatchNorm (benchmarks/speed.py, sinusoid then conv-4; static: 1.5e-6)
+    return torch.compile(compiled_call, **{"dynamic": False, **options})
 
 
 def call(model: nn.Module, params: Params, buffers: Params, x: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..gradient import MAML, Reptile
-from ..gradient.maml import NORMS
 from .builders import loss_function
 from .config import check, non_negative
 from .supervised import AdamTrainConfig, StepsEvalConfig, SupervisedAlgorithm, SupervisedConfig, TrainConfig
@@ -31,8 +30,8 @@ class MAMLSection(PretrainSection):
 
 @dataclass
 class MAMLTrainConfig(AdamTrainConfig):
-    # torch.compile the meta-gradient; null: when the run is long enough to repay compiling
-    # (see compile_by_default) and the model has no normalisation layer
+    # torch.compile the meta-gradient; null: MAML's default (meta_step compiled) when the run is
+    # long enough to repay compiling, eager otherwise (see compile_by_default)
     compile: bool | None = None
 
 
@@ -61,15 +60,14 @@ class PretrainConfig(MAMLConfig):
 COMPILE_FROM_ITERATIONS = 5000
 
 
-def compile_by_default(config, model) -> bool:
-    """train.compile, or when null: compile for runs of at least 5,000 iterations of a model
-    without normalisation layers. Measured on sinusoid (2 CPU threads): compiling takes 10 s
-    (1 inner step) to 22 s (5 steps) and saves 3.3 to 14.8 ms an iteration, so it repays
-    itself after 1,500 to 3,000 iterations; compiled meta-gradients through norms are inexact."""
+def compile_by_default(config) -> bool | None:
+    """train.compile, or when null: MAML's default (meta_step compiled) for runs of at least
+    5,000 iterations, eager below. Measured (benchmarks/compile_rule.py, 2 CPU threads): the
+    first meta_step compiles for 8-19 s (MLPs) to 98 s (conv-4), repaid after about 2,900
+    (conv-4) to 8,600 (the smallest MLP) iterations."""
     if config.train.compile is not None:
         return config.train.compile
-    has_norms = any(isinstance(m, NORMS) for m in model.modules())
-    return config.train.iterations >= COMPILE_FROM_ITERATIONS and not has_norms
+    return None if config.train.iterations >= COMPILE_FROM_ITERATIONS else False
 
 
 class MAMLExperiment(SupervisedAlgorithm):
@@ -89,7 +87,7 @@ class MAMLExperiment(SupervisedAlgorithm):
         return MAML(model, loss_function(config), algo.inner_lr,
                     inner_steps=getattr(algo, "inner_steps", 0), first_order=algo.name == "fomaml",
                     learn_inner_lr=algo.name == "metasgd", adapt_params=adapt,
-                    chunk_size=algo.chunk_size, compile=compile_by_default(config, model),
+                    chunk_size=algo.chunk_size, compile=compile_by_default(config),
                     memory_budget_mb=algo.memory_budget_mb)
 
 

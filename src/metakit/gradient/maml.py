@@ -24,7 +24,7 @@ class MAML(TaskLearner):
     def __init__(self, model: nn.Module, loss_fn: LossFn, inner_lr: float, inner_steps: int = 1,
                  first_order: bool = False, learn_inner_lr: bool = False,
                  adapt_params: Sequence[str] | None = None, chunk_size: int | None = None,
-                 compile: bool = False, meta_gradient: str | None = None,
+                 compile: bool | None = None, meta_gradient: str | None = None,
                  memory_budget_mb: float | None = None):
         super().__init__(model, loss_fn, inner_lr, inner_steps, adapt_params, chunk_size)
         if memory_budget_mb is not None:
@@ -39,9 +39,19 @@ class MAML(TaskLearner):
         if meta_gradient not in (None, "tape", "functional"):
             raise MetakitError(f"meta_gradient must be None (choose by compile), 'tape' or 'functional', "
                                f"got {meta_gradient!r}")
+        if compile not in (None, True, False):
+            raise MetakitError(f"compile must be None (meta_step where it pays), True or False, "
+                               f"got {compile!r}")
+        # compile=None: meta_step compiles torch.func's gradient where that measured faster
+        # (docs/speed.md: MLPs 1.5-3.5x, second-order conv-4 1.16-1.29x; first-order conv-4,
+        # 0.87-0.95x, stays eager) at a price paid once, at the first meta_step (8-19 s for MLPs, 98 s for
+        # conv-4); meta_loss() stays eager
+        convolves = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+        self.compiled = compile if compile is not None else (
+            meta_gradient != "tape" and not (first_order and convolves))
         # meta_step's path, measured (docs/speed.md): torch.func's gradient of the whole meta-loss
         # is the fastest compiled (1.8x the compiled tape) and the slowest eager (0.7x the tape)
-        self.meta_gradient = meta_gradient or ("functional" if compile else "tape")
+        self.meta_gradient = meta_gradient or ("functional" if self.compiled else "tape")
         self.first_order = bool(first_order)
         self.learn_inner_lr = bool(learn_inner_lr)
         if learn_inner_lr:  # Meta-SGD: one learned step size per parameter entry, starting at alpha
@@ -59,7 +69,7 @@ class MAML(TaskLearner):
         # every norm layer: benchmarks/compiled_norms.py); meta_loss() stays eager there
         self._task_losses = compile_own(self._chunk_losses) if compile and not norms else self._chunk_losses
         gradient = grad_and_value(self._functional_meta_loss)
-        self._meta_gradient = compile_own(gradient) if compile else gradient
+        self._meta_gradient = compile_own(gradient) if self.compiled else gradient
 
     def step_sizes(self) -> Params:
         if self.learn_inner_lr:
