@@ -43,9 +43,9 @@ class MAML(TaskLearner):
             raise MetakitError(f"compile must be None (meta_step where it pays), True or False, "
                                f"got {compile!r}")
         # compile=None: meta_step compiles torch.func's gradient where that measured faster
-        # (docs/speed.md: MLPs 1.5-3.5x, second-order conv-4 1.16-1.29x; first-order conv-4,
-        # 0.87-0.95x, stays eager) at a price paid once, at the first meta_step (8-19 s for MLPs, 98 s for
-        # conv-4); meta_loss() stays eager
+        # (docs/speed.md: MLPs 1.5-3.5x, second-order conv-4 1.16-1.29x; first order through
+        # convolutions, 0.87-0.95x, stays eager), paying once at the first meta_step (8-19 s
+        # for MLPs, 98 s for conv-4); meta_loss() stays eager
         convolves = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
         self.compiled = compile if compile is not None else (
             meta_gradient != "tape" and not (first_order and convolves))
