@@ -315,19 +315,25 @@ def test_meta_step_is_compiled_by_default_where_it_pays_and_meta_loss_is_not(mon
 
     wrapped = []
     monkeypatch.setattr(maml_module, "compile_own", lambda fn: wrapped.append(fn) or fn)
-    for model in (metakit.nets.MLP(1, [8], 1), metakit.nets.Conv4(1, 5, hidden=4)):
+    batch = small_batch(tasks=2, shots=3)
+    for model in (metakit.nets.MLP(1, [8], 1), metakit.nets.Conv4(1, 5, hidden=4, image_size=16)):
         by_default = MAML(model, F.mse_loss, 0.1)
-        assert by_default.compiled and by_default.meta_gradient == "functional"
-        assert wrapped[-1] == by_default._meta_gradient  # the gradient only: meta_loss() is eager
-        assert by_default._task_losses == by_default._chunk_losses
-    wrapped.clear()
+        assert by_default.compiled and by_default.meta_gradient == "functional" and wrapped == []
+        assert by_default._task_losses == by_default._chunk_losses  # meta_loss() is eager
+        wrapped.clear()
     mlp = metakit.nets.MLP(1, [8], 1)
+    by_default = MAML(mlp, F.mse_loss, 0.1)
+    for _ in range(2):
+        by_default.meta_step(batch, torch.optim.SGD(mlp.parameters(), lr=0.0))
+    assert len(wrapped) == 1  # compiled once, at the first meta_step
+    wrapped.clear()
     eager = (MAML(mlp, F.mse_loss, 0.1, compile=False), MAML(mlp, F.mse_loss, 0.1, meta_gradient="tape"),
              MAML(metakit.nets.Conv4(1, 5, hidden=4), F.mse_loss, 0.1, first_order=True))
-    assert MAML(mlp, F.mse_loss, 0.1, first_order=True).compiled and len(wrapped) == 1
-    wrapped.clear()
+    assert MAML(mlp, F.mse_loss, 0.1, first_order=True).compiled
     for chosen in eager:
-        assert not chosen.compiled and chosen.meta_gradient == "tape" and wrapped == []
+        assert not chosen.compiled and chosen.meta_gradient == "tape"
+    eager[0].meta_step(batch, torch.optim.SGD(mlp.parameters(), lr=0.0))
+    assert wrapped == []
     with pytest.raises(metakit.MetakitError, match="compile must be None .* got 'yes'"):
         MAML(mlp, F.mse_loss, 0.1, compile="yes")
 

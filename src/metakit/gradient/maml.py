@@ -69,7 +69,7 @@ class MAML(TaskLearner):
         # every norm layer: benchmarks/compiled_norms.py); meta_loss() stays eager there
         self._task_losses = compile_own(self._chunk_losses) if compile and not norms else self._chunk_losses
         gradient = grad_and_value(self._functional_meta_loss)
-        self._meta_gradient = compile_own(gradient) if self.compiled else gradient
+        self._meta_gradient, self._compile_pending = gradient, self.compiled  # at the first meta_step
 
     def step_sizes(self) -> Params:
         if self.learn_inner_lr:
@@ -116,6 +116,8 @@ class MAML(TaskLearner):
             named = dict(self.named_parameters())
             trainable = {n: p.detach() for n, p in named.items() if p.requires_grad}
             size = batch.num_tasks if self.chunk_size is None else self.chunk_size
+            if self._compile_pending:  # Dynamo only once meta_step runs
+                self._meta_gradient, self._compile_pending = compile_own(self._meta_gradient), False
             loss = 0.0
             for start in range(0, batch.num_tasks, size):  # one graph a chunk: memory of one chunk
                 chunk = batch[start:start + size] if size < batch.num_tasks else batch
