@@ -1,6 +1,8 @@
 """MB-MPO: known reward functions, imagined rollouts per model, the meta-gradient, learning,
 exact resume, errors; and the model-free baselines it is compared with."""
 
+import os
+
 import gymnasium
 import numpy as np
 import pytest
@@ -224,3 +226,36 @@ def test_model_free_baselines_improve_navigation_to_one_goal(make):
     learner = make(policy, mlp(2, (32, 32), 1, "tanh"))
     returns = [learner.step(env, 20, generator)["return_train"] for _ in range(8)]
     assert returns[-1] > returns[0] + 2, returns
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_the_seeds_summary_reads_each_run_and_groups_seeds_by_setting(tmp_path):
+    """benchmarks/mbmpo_seeds.py: each run's figures are its metrics', two seeds of one setting
+    make one group with their mean, another setting its own group."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from metakit.experiment.reproduce_mbmpo import BUDGETS
+
+    runs = {}
+    for name, extra in {"s0": ["seed=0"], "s1": ["seed=1"], "k1": ["seed=0", "algorithm.models=1"]}.items():
+        config = load_config("mbmpo-halfcheetah", [*BUDGETS["smoke"]["mbmpo"], *extra])
+        train(config, tmp_path / name, progress=False)
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        runs[name] = [json.loads(line) for line in lines]
+    script = Path(__file__).parents[1] / "benchmarks" / "mbmpo_seeds.py"
+    out = tmp_path / "seeds.json"
+    subprocess.run([sys.executable, script, *(tmp_path / n for n in runs), "--out", out], check=True,
+                   capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    summary = json.loads(out.read_text())
+    for name, row in zip(runs, summary["runs"]):
+        returns = [r["return"] for r in runs[name]]
+        assert (row["last"], row["best"], row["iterations"]) == (returns[-1], max(returns), len(returns))
+        assert row["last3"] == pytest.approx(sum(returns[-3:]) / len(returns[-3:]))
+        assert 0 <= row["on_its_back"] <= row["episodes"] == 2
+    groups = {tuple(g["seeds"]): g for g in summary["by_setting"]}
+    assert set(groups) == {(0, 1), (0,)} and groups[(0,)]["settings"]["models"] == 1
+    last = [runs[name][-1]["return"] for name in ("s0", "s1")]
+    assert groups[(0, 1)]["last"]["mean"] == pytest.approx(sum(last) / 2)

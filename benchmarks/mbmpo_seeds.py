@@ -1,0 +1,112 @@
+"""MB-MPO HalfCheetah runs side by side: for each run directory (`metakit train mbmpo-halfcheetah
+--set seed=S --out DIR`), its settings and return at the last point, the mean of the last 3 and 5
+points, the best point and after one adaptation step, from its metrics.jsonl; and how often the
+final meta-policy runs on its back: of 10 real episodes (sampled actions, the config's
+evaluation seeds), those in which the torso turns past 2 rad (|obs[1]| > 2), HalfCheetah's known
+trap. Then the mean and standard deviation over the runs of each setting. Writes
+benchmarks/results/mbmpo-seeds.json (or --out).
+
+    python benchmarks/mbmpo_seeds.py runs/mbmpo-s0 runs/mbmpo-s1 ... [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import gymnasium as gym
+import torch
+
+import metakit
+from metakit.experiment import load_config
+
+SETTINGS = ("fisher", "model_precision", "meta_steps", "models", "model_updates", "model_rolling",
+            "model_weight_norm", "clip_model_actions")
+ON_ITS_BACK = 2.0  # rad of torso pitch: past it the cheetah has turned over
+
+
+def on_its_back(run: Path, episodes: int, seed: int) -> int:
+    """Of `episodes` real episodes of the run's final meta-policy, those that turn over."""
+    policy = metakit.load(run).policy
+    env = gym.make("HalfCheetah-v5", max_episode_steps=200)
+    generator = torch.Generator().manual_seed(seed)
+    turned = 0
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        over = False
+        for _ in range(200):
+            with torch.no_grad():
+                action = policy.act(obs, deterministic=False, generator=generator)
+            obs, _, terminated, truncated, _ = env.step(action.clamp(-1, 1).numpy())
+            over |= bool(abs(obs[1]) > ON_ITS_BACK)
+            if terminated or truncated:
+                break
+        turned += over
+    return turned
+
+
+def summarise(run: Path) -> dict:
+    metrics = run / "metrics.jsonl"
+    if not metrics.is_file():
+        raise SystemExit(f"{run}: no metrics.jsonl; expected a `metakit train` run directory")
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    config = load_config(str(run / "config.yaml"))
+    returns = [r["return"] for r in rows]
+    return {
+        "run": str(run),
+        "seed": config.seed,
+        "settings": {k: getattr(config.algorithm, k) for k in SETTINGS} | {"episodes": config.train.episodes},
+        "iterations": len(rows),
+        "real_steps": rows[-1]["real_steps"],
+        "last": returns[-1],
+        "last3": statistics.fmean(returns[-3:]),
+        "last5": statistics.fmean(returns[-5:]),
+        "best": max(returns),
+        "adapted": rows[-1]["return_adapted"],
+        "on_its_back": on_its_back(run, config.eval.episodes, config.eval.seed),
+        "episodes": config.eval.episodes,
+        "minutes": rows[-1]["seconds"] / 60,
+    }
+
+
+def by_setting(runs: list[dict]) -> list[dict]:
+    groups: dict[str, list[dict]] = {}
+    for run in runs:
+        groups.setdefault(json.dumps(run["settings"], sort_keys=True), []).append(run)
+    summary = []
+    for key, members in groups.items():
+        row = {"settings": json.loads(key), "seeds": [m["seed"] for m in members]}
+        for field in ("last", "last5", "best"):
+            values = [m[field] for m in members]
+            row[field] = {"mean": statistics.fmean(values),
+                          "std": statistics.stdev(values) if len(values) > 1 else None}
+        row["on_its_back"] = f"{sum(m['on_its_back'] for m in members)}/{sum(m['episodes'] for m in members)}"
+        summary.append(row)
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "mbmpo-seeds.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    runs = [summarise(run) for run in args.runs]
+    print("run | seed | iterations | last | last 3 | last 5 | best | adapted | on its back | minutes")
+    for r in runs:
+        print(f"{r['run']} | {r['seed']} | {r['iterations']} | {r['last']:.1f} | {r['last3']:.1f} | "
+              f"{r['last5']:.1f} | {r['best']:.1f} | {r['adapted']:.1f} | "
+              f"{r['on_its_back']}/{r['episodes']} | {r['minutes']:.1f}")
+    summary = by_setting(runs)
+    for s in summary:
+        std = lambda field: "" if s[field]["std"] is None else f" +- {s[field]['std']:.1f}"  # noqa: E731
+        print(f"seeds {s['seeds']} {s['settings']}: last {s['last']['mean']:.1f}{std('last')}, "
+              f"last 5 {s['last5']['mean']:.1f}{std('last5')}, on its back {s['on_its_back']}")
+    args.out.write_text(json.dumps({"runs": runs, "by_setting": summary}, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
