@@ -6,7 +6,7 @@ t - 1 (the label arrives one step late), and predict y_t. Per step, for each of 
 key k (from the controller's output h):
 
     w_w = sigmoid(alpha) w_r(t-1) + (1 - sigmoid(alpha)) w_lu(t-1)   write weights
-    M   = M with its least-used slot zeroed, + sum_heads w_w k^T         write
+    M   = M with its least-used slot emptied, + sum_heads w_w k^T        write
     w_r = softmax_slots(beta cosine(k, M(t-1)))                        read weights (M before the write)
     r   = w_r M                                                        read vector
     w_u = gamma w_u + sum_heads (w_r + w_w)                            usage
@@ -116,6 +116,9 @@ class ImageEncoder(nn.Module):
         return torch.cat([x.flatten(2), features], -1) if self.kind == "pixels+conv" else features
 
 
+EMPTY = 1e-6  # what a fresh or erased slot holds in each entry: a direction, unlike zeros
+
+
 class LRUAMemory(nn.Module):
     """The memory of one batch of episodes and its Least Recently Used Access (no parameters
     but gamma; the controller gives keys and gates)."""
@@ -133,7 +136,7 @@ class LRUAMemory(nn.Module):
         first[..., 0] = 1.0  # read weights start on slot 0
         least_used = torch.zeros(batch, self.slots, device=device, dtype=dtype)
         least_used[:, :self.reads] = 1.0
-        return {"memory": torch.full((batch, self.slots, self.slot_size), 1e-6, device=device, dtype=dtype),
+        return {"memory": torch.full((batch, self.slots, self.slot_size), EMPTY, device=device, dtype=dtype),
                 "read_weights": first, "usage": torch.zeros(batch, self.slots, device=device, dtype=dtype),
                 "least_used": least_used}
 
@@ -145,16 +148,24 @@ class LRUAMemory(nn.Module):
         -> (reads [B, R, slot_size], state)."""
         gates = gates[..., None]
         write_weights = gates * state["read_weights"] + (1 - gates) * state["least_used"][:, None]
-        # before writing, the least used slot is zeroed
+        # before writing, the least used slot is emptied: set to the fresh memory's EMPTY (the
+        # paper zeroes it; EMPTY has a direction to compare with, and an emptied slot then ties
+        # exactly with a fresh one instead of a 1e-6 cosine apart, which rounding could flip)
         erase = F.one_hot(state["usage"].argmin(-1), self.slots).to(keys.dtype)
         written = keys if writes is None else writes
-        memory = state["memory"] * (1 - erase)[..., None] + write_weights.transpose(1, 2) @ written
+        # products summed elementwise rather than by batched matmuls: those round a slot's result
+        # by where it falls in the kernel's blocks, so two slots holding the same contents (tied
+        # in usage, as every fresh slot is) came out an ulp apart in a batch and not alone, and
+        # the least-used slot chosen, so an episode's outputs, depended on its batch-mates
+        writes_in = (write_weights[..., None] * written[:, :, None]).sum(1)  # [B, slots, slot_size]
+        memory = state["memory"] * (1 - erase)[..., None] + EMPTY * erase[..., None] + writes_in
         # the key is compared with the memory as it was before this step's write: it looks up what
         # earlier steps stored (against the new memory it would find its own write, cosine 1).
         # read_after_write: for writes that hold an earlier step's pair (bind_writes), which the key
         # must be able to find at once when the class comes twice in a row
         looked_up = F.normalize(memory if read_after_write else state["memory"], dim=-1, eps=1e-8)
-        cosine = F.normalize(keys, dim=-1, eps=1e-8) @ looked_up.transpose(1, 2)
+        keys_unit = F.normalize(keys, dim=-1, eps=1e-8)
+        cosine = (keys_unit[:, :, None] * looked_up[:, None]).sum(-1)  # [B, R, slots]
         if strengths is not None:  # the NTM's key strength: cosines alone give near-flat reads
             cosine = strengths[..., None] * cosine
         read_weights = cosine.softmax(-1)  # [B, R, slots]
