@@ -21,6 +21,7 @@ import torch
 
 import metakit
 from metakit.experiment import load_config
+from metakit.files import save_json
 
 SETTINGS = ("fisher", "model_precision", "meta_steps", "models", "model_updates", "model_rolling",
             "model_weight_norm", "clip_model_actions")
@@ -87,6 +88,10 @@ def by_setting(runs: list[dict]) -> list[dict]:
     return summary
 
 
+def _mean_std(stat: dict) -> str:
+    return f"{stat['mean']:.1f}" + ("" if stat["std"] is None else f" +- {stat['std']:.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
@@ -101,10 +106,9 @@ def main() -> None:
               f"{r['on_its_back']}/{r['episodes']} | {r['minutes']:.1f}")
     summary = by_setting(runs)
     for s in summary:
-        std = lambda field: "" if s[field]["std"] is None else f" +- {s[field]['std']:.1f}"  # noqa: E731
-        print(f"seeds {s['seeds']} {s['settings']}: last {s['last']['mean']:.1f}{std('last')}, "
-              f"last 5 {s['last5']['mean']:.1f}{std('last5')}, on its back {s['on_its_back']}")
-    args.out.write_text(json.dumps({"runs": runs, "by_setting": summary}, indent=1) + "\n")
+        print(f"seeds {s['seeds']} {s['settings']}: last {_mean_std(s['last'])}, "
+              f"last 5 {_mean_std(s['last5'])}, on its back {s['on_its_back']}")
+    save_json({"runs": runs, "by_setting": summary}, args.out)
     print(f"wrote {args.out}")
 
 
