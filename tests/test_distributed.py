@@ -106,6 +106,7 @@ if distributed.is_main():
                 "alone": [*alone.state_dict().values(), *adam(alone), torch.tensor(fits), g.get_state()]},
                sys.argv[1])
 distributed.shutdown()  # as the CLI does: every rank done, then no gloo thread left at exit
+distributed.exit_process(0)  # and no interpreter teardown, where a rank could abort
 """
 
 
@@ -256,6 +257,7 @@ for name, sets in (("rl2-bandits", ["train.meta_batch_size=6", "algorithm.miniba
 if distributed.is_main():
     torch.save(saved, sys.argv[1])
 distributed.shutdown()
+distributed.exit_process(0)
 """
 
 

@@ -68,22 +68,26 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
-    finished = False
+    finished, code = False, 1
     try:
         code = _run(args)
         finished = True
         return code
     except MetakitError as error:
         print(f"metakit: error: {error}", file=sys.stderr)
-        return 2
+        code = 2
+        return code
     except KeyboardInterrupt:
         print(f"metakit: interrupted. {_resume_advice(args, argv)}", file=sys.stderr)
-        return 130
+        code = 130
+        return code
     finally:
         if "torch.distributed" in sys.modules and sys.modules["torch.distributed"].is_initialized():
             from . import distributed  # noqa: PLC0415 (torch is loaded by now)
 
             distributed.shutdown(clean=finished)  # a failed rank must not wait for the others
+            if sys.exc_info()[0] is None:  # an unexpected error goes on to print its traceback
+                distributed.exit_process(code)
 
 
 def _resume_advice(args, argv: list[str]) -> str:
