@@ -20,8 +20,7 @@ TINY = ["train.meta_batch_size=4", "train.log_every=1", "train.checkpoint_every=
 
 
 def torchrun(*args, timeout=120, env=None):
-    # --standalone: a free port for each job; on the default port 29500 two jobs at once (the
-    # suite's two workers) could meet in one rendezvous and abort a rank
+    # --standalone: a free port for each job, as the suite's two workers may run two at once
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment)

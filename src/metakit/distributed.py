@@ -15,6 +15,7 @@ import contextlib
 import datetime
 import os
 import sys
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -239,7 +240,7 @@ def shutdown(clean: bool = True) -> None:
         dist.destroy_process_group()
 
 
-def exit_process(code: int) -> None:
+def exit_process(code: int) -> NoReturn:
     """End this process now with `code`, its streams flushed, skipping Python's teardown. After
     shutdown() a torchrun rank could still abort in that teardown ("terminate called without an
     active exception", SIGABRT: 3 of 14 runs of the tests' two-rank script beside other work,
