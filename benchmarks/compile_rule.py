@@ -1,8 +1,8 @@
 """The measurements behind MAML's compile=None default (meta_step compiled): one meta_step,
 eager (the tape) against compiled (torch.func's gradient as one graph), for sinusoid MLPs of
-growing width and for conv-4, median ms of interleaved rounds, with the forward FLOPs of the
-meta-batch's support sets and the seconds the first compiled call took (compiling from an empty
-inductor cache: what a first run pays).
+growing width and for conv-4 (second and first order), median ms of interleaved rounds, with the
+forward FLOPs of the meta-batch's support sets and the seconds the first compiled call took
+(compiling from an empty inductor cache: what a first run pays).
 
     python benchmarks/compile_rule.py [--widths 40,160,400,1000] [--rounds 5] [--out JSON]
 """
@@ -40,13 +40,13 @@ def conv4_case():
     return model, batch, loss, lr
 
 
-def measure(name, model, batch, loss, lr, rounds, per_round):
+def measure(name, model, batch, loss, lr, rounds, per_round, first_order=False):
     with FlopCounterMode(display=False) as flops, torch.no_grad():
         model(batch.support_x.flatten(0, 1))
     learners, first = {}, {}
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # zeroes the gradients; steps nowhere
     for compiled in (False, True):
-        learners[compiled] = MAML(model, loss, lr, compile=compiled)
+        learners[compiled] = MAML(model, loss, lr, first_order=first_order, compile=compiled)
         start = time.perf_counter()
         learners[compiled].meta_step(batch, optimizer)  # compiles
         first[compiled] = time.perf_counter() - start
@@ -78,10 +78,12 @@ def main() -> None:
         rows.append(measure(f"sinusoid MLP {width}x{width}", model, batch, loss, lr, args.rounds, 10))
     model, batch, loss, lr = conv4_case()
     rows.append(measure("conv-4, 32 tasks", model, batch, loss, lr, args.rounds, 2))
+    rows.append(measure("conv-4, first order", model, batch, loss, lr, args.rounds, 2, first_order=True))
     Path(args.out).write_text(json.dumps({
         "rows": rows, "threads": torch.get_num_threads(), "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
-        "note": "one MAML inner step, second order; meta_step with an SGD step of size 0",
+        "note": "one MAML inner step, second order unless the case says first order; meta_step with an SGD "
+                "step of size 0",
     }, indent=1) + "\n")
     print(f"wrote {args.out}")
 

@@ -63,8 +63,8 @@ COMPILE_FROM_ITERATIONS = 5000
 def compile_by_default(config) -> bool | None:
     """train.compile, or when null: MAML's default (meta_step compiled) for runs of at least
     5,000 iterations, eager below. Measured (benchmarks/compile_rule.py, 2 CPU threads): the
-    first meta_step compiles for 8-19 s (MLPs) to 98 s (conv-4), repaid after about 2,900
-    (conv-4) to 8,600 (the smallest MLP) iterations."""
+    first meta_step compiles for 7-16 s (MLPs) to 20-88 s (conv-4), repaid after about 750
+    (first-order conv-4) to 7,400 (the smallest MLP) iterations."""
     if config.train.compile is not None:
         return config.train.compile
     return None if config.train.iterations >= COMPILE_FROM_ITERATIONS else False

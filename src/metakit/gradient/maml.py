@@ -40,15 +40,12 @@ class MAML(TaskLearner):
             raise MetakitError(f"meta_gradient must be None (choose by compile), 'tape' or 'functional', "
                                f"got {meta_gradient!r}")
         if compile not in (None, True, False):
-            raise MetakitError(f"compile must be None (meta_step where it pays), True or False, "
+            raise MetakitError(f"compile must be None (meta_step compiled), True or False, "
                                f"got {compile!r}")
-        # compile=None: meta_step compiles torch.func's gradient where that measured faster
-        # (docs/speed.md: MLPs 1.5-3.5x, second-order conv-4 1.16-1.29x; first order through
-        # convolutions, 0.87-0.95x, stays eager), paying once at the first meta_step (8-19 s
-        # for MLPs, 98 s for conv-4); meta_loss() stays eager
-        convolves = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
-        self.compiled = compile if compile is not None else (
-            meta_gradient != "tape" and not (first_order and convolves))
+        # compile=None: meta_step compiles torch.func's gradient, measured faster for every model
+        # (docs/speed.md: MLPs 1.4-4.1x, conv-4 1.57x, first order 1.38x), paying once at the
+        # first meta_step (7-16 s for MLPs, 20-88 s for conv-4); meta_loss() stays eager
+        self.compiled = compile if compile is not None else meta_gradient != "tape"
         # meta_step's path, measured (docs/speed.md): torch.func's gradient of the whole meta-loss
         # is the fastest compiled (1.8x the compiled tape) and the slowest eager (0.7x the tape)
         self.meta_gradient = meta_gradient or ("functional" if self.compiled else "tape")
@@ -116,8 +113,13 @@ class MAML(TaskLearner):
             named = dict(self.named_parameters())
             trainable = {n: p.detach() for n, p in named.items() if p.requires_grad}
             size = batch.num_tasks if self.chunk_size is None else self.chunk_size
-            if self._compile_pending:  # Dynamo only once meta_step runs
-                self._meta_gradient, self._compile_pending = compile_own(self._meta_gradient), False
+            if self._compile_pending:  # Dynamo only once meta_step runs, on the batch's device
+                # on CPU inductor's channels-last layout change made conv-4 slower and larger
+                # (docs/speed.md: without it 1.07-1.31x faster, one task 4.0 MB against 4.6)
+                cpu = batch.support_x.device.type == "cpu"
+                options = {"options": {"layout_optimization": False}} if cpu else {}
+                self._meta_gradient = compile_own(self._meta_gradient, **options)
+                self._compile_pending = False
             loss = 0.0
             for start in range(0, batch.num_tasks, size):  # one graph a chunk: memory of one chunk
                 chunk = batch[start:start + size] if size < batch.num_tasks else batch
