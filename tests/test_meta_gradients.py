@@ -314,7 +314,12 @@ def test_meta_step_is_compiled_by_default_and_meta_loss_is_not(monkeypatch):
     import metakit.gradient.maml as maml_module
 
     wrapped, options = [], []
-    record = lambda fn, **o: wrapped.append(fn) or options.append(o) or fn  # noqa: E731
+
+    def record(fn, **compile_options):
+        wrapped.append(fn)
+        options.append(compile_options)
+        return fn
+
     monkeypatch.setattr(maml_module, "compile_own", record)
     batch = small_batch(tasks=2, shots=3)
     for model in (metakit.nets.MLP(1, [8], 1), metakit.nets.Conv4(1, 5, hidden=4, image_size=16)):
