@@ -32,7 +32,6 @@ import torch.nn.functional as F
 import metakit
 from metakit import MAML, TaskBatch
 from metakit.engine import peak_memory_mb
-from metakit.gradient.maml import NORMS
 
 CASES = {
     # name: (model, meta-batch, inner steps, first order)
@@ -81,14 +80,6 @@ def metakit_impl(strategy):
                  "meta_step-default": None, "meta_step-loop": 1, "meta_step-chunk2": 2,
                  }[strategy.replace("-compiled", "")]
         compiled = None if strategy == "meta_step-default" else "compiled" in strategy  # None: MAML's default
-        tape = not strategy.startswith("meta_step")
-        if compiled and any(isinstance(m, NORMS) for m in model.modules()) and (
-            tape or (model.training and any(True for _ in model.buffers()))
-        ):
-            # the tape is not compiled through norm layers, and meta_step takes the eager tape
-            # where BatchNorm updates running statistics: a "compiled" row would time eager code
-            print(f"  skipped metakit-{strategy}: no compiled path through these norm layers")
-            return None
         try:
             maml = MAML(model, loss, lr, steps, first_order=first_order, chunk_size=chunk, compile=compiled)
         except metakit.MetakitError as error:  # an unsupported combination: say so, skip it

@@ -182,9 +182,9 @@ def compile_own(fn: Callable, **options) -> Callable:
         return fn(*args, **kwargs)
 
     compiled_call.__code__ = compiled_call.__code__.replace()  # a new code object: a new cache
-    # static shapes: with Dynamo's automatic dynamic shapes a recompile goes symbolic, and a
-    # conv-4 learner's compiled meta-gradient, compiled in a process after MLP learners', came
-    # out 1.6e-3 off through BatchNorm (benchmarks/speed.py, sinusoid then conv-4; static: 1.5e-6)
+    # static shapes: with Dynamo's automatic dynamic shapes a recompile goes symbolic, a
+    # different graph from the one a learner compiled alone gets (on conv-4's benchmark batch it
+    # rounded a ReLU to its other side: 1.6e-3 off, with ELU 1.2e-6; docs/speed.md)
     return torch.compile(compiled_call, **{"dynamic": False, **options})
 
 

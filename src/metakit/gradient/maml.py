@@ -55,16 +55,10 @@ class MAML(TaskLearner):
             params = dict(model.named_parameters())
             self.inner_lrs = nn.ParameterDict({
                 _key(n): nn.Parameter(torch.full_like(params[n], self.inner_lr)) for n in self.adapt_names})
-        norms = any(isinstance(m, NORMS) for m in model.modules())
-        if compile and norms and self.meta_gradient == "tape":
-            # measured: the compiled tape through BatchNorm is 1.3e-3 (first order, CUDA) to 1.6e-3
-            # (second order, CPU) off, against 1e-6 eager; refuse rather than be wrong
-            raise MetakitError("compile=True with meta_gradient='tape' through normalisation layers gives "
-                               "inexact meta-gradients (~1e-3 relative error on torch 2.11-2.13); use the "
-                               "default meta_gradient (torch.func's, exact compiled) or compile=False")
-        # through norm layers only torch.func's gradient is compiled (as exact as eager through
-        # every norm layer: benchmarks/compiled_norms.py); meta_loss() stays eager there
-        self._task_losses = compile_own(self._chunk_losses) if compile and not norms else self._chunk_losses
+        # compile=True also compiles the tape (meta_loss), through norm layers too: as exact as
+        # eager through every one (benchmarks/compiled_norms.py). The ~1e-3 once measured on
+        # conv-4 was a ReLU flipping on float32 rounding, not the norms (docs/speed.md)
+        self._task_losses = compile_own(self._chunk_losses) if compile else self._chunk_losses
         gradient = grad_and_value(self._functional_meta_loss)
         self._meta_gradient, self._compile_pending = gradient, self.compiled  # at the first meta_step
 
@@ -209,9 +203,6 @@ class MAML(TaskLearner):
                 else:
                     live.copy_(torch.stack([values[name] for _, values in chunk_values]).max(0).values)
         return total
-
-
-NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
 
 def _key(name: str) -> str:
