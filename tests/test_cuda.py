@@ -35,7 +35,6 @@ def test_meta_gradient_on_cuda_equals_cpu(model_name):
         torch.testing.assert_close(cuda.cpu(), cpu, rtol=1e-7, atol=1e-9)
 
 
-
 @pytest.mark.parametrize("first_order", [False, True])
 def test_compiled_tape_through_batch_norm_on_cuda_is_as_exact_as_eager(first_order):
     """The compiled tape through BatchNorm on CUDA (a first-order conv-4 measured 1.3e-3 off on
@@ -58,6 +57,7 @@ def test_compiled_tape_through_batch_norm_on_cuda_is_as_exact_as_eager(first_ord
         ours = torch.cat([g.double().cpu().reshape(-1) for g in grads])
         errors[compile] = ((ours - reference).norm() / reference.norm()).item()
     assert errors[True] <= max(3 * errors[False], 1e-5), errors
+
 
 def test_training_on_cuda(tmp_path):
     config = load_config("sinusoid", ["train.iterations=300", "eval.num_tasks=50", "eval.steps=[0,1]"])
