@@ -80,11 +80,7 @@ def metakit_impl(strategy):
                  "meta_step-default": None, "meta_step-loop": 1, "meta_step-chunk2": 2,
                  }[strategy.replace("-compiled", "")]
         compiled = None if strategy == "meta_step-default" else "compiled" in strategy  # None: MAML's default
-        try:
-            maml = MAML(model, loss, lr, steps, first_order=first_order, chunk_size=chunk, compile=compiled)
-        except metakit.MetakitError as error:  # an unsupported combination: say so, skip it
-            print(f"  skipped metakit-{strategy}: {error}")
-            return None
+        maml = MAML(model, loss, lr, steps, first_order=first_order, chunk_size=chunk, compile=compiled)
         if strategy.startswith("meta_step"):  # torch.func's gradient of the whole meta-loss
             return lambda: maml.meta_step(batch, _HarnessSteps())
         return lambda: maml.meta_backward(batch)  # backward per chunk: memory of one chunk
