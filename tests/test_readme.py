@@ -26,6 +26,14 @@ def test_there_are_blocks_to_run():
     assert len(BLOCKS) >= 6 and {page.name for page, _, _ in BLOCKS} >= {"README.md", "usage.md", "rl2.md"}
 
 
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_every_code_block_closes_on_a_line_of_its_own(page):
+    """A closing fence with text after it does not close: the block runs on into the prose."""
+    fences = [line.strip() for line in page.read_text().splitlines() if line.lstrip().startswith("```")]
+    assert all(re.fullmatch(r"```[\w-]*", f) for f in fences[0::2]), fences
+    assert all(f == "```" for f in fences[1::2]) and len(fences) % 2 == 0, fences
+
+
 @pytest.mark.parametrize("page, index, code", BLOCKS, ids=[f"{p.name}-{i}" for p, i, _ in BLOCKS])
 def test_block_runs_as_pasted(page, index, code, tmp_path, monkeypatch, request):
     if "load_omniglot" in code:
