@@ -3,10 +3,12 @@
 points, the best point and after one adaptation step, from its metrics.jsonl; and how often the
 final meta-policy runs on its back: of 10 real episodes (sampled actions, the config's
 evaluation seeds), those in which the torso turns past 2 rad (|obs[1]| > 2), HalfCheetah's known
-trap. Then the mean and standard deviation over the runs of each setting. Writes
-benchmarks/results/mbmpo-seeds.json (or --out).
+trap. Then the mean, standard deviation and standard error of the mean over the runs of each
+setting. Writes benchmarks/results/mbmpo-seeds.json (or --out); with --merge the runs already
+recorded there are kept (run directories are not kept with the project, the JSON is), a run
+given again replacing its row.
 
-    python benchmarks/mbmpo_seeds.py runs/mbmpo-s0 runs/mbmpo-s1 ... [--out FILE]
+    python benchmarks/mbmpo_seeds.py runs/mbmpo-s0 runs/mbmpo-s1 ... [--out FILE] [--merge]
 """
 
 from __future__ import annotations
@@ -81,24 +83,30 @@ def by_setting(runs: list[dict]) -> list[dict]:
         row = {"settings": json.loads(key), "seeds": [m["seed"] for m in members]}
         for field in ("last", "last5", "best"):
             values = [m[field] for m in members]
-            row[field] = {"mean": statistics.fmean(values),
-                          "std": statistics.stdev(values) if len(values) > 1 else None}
+            std = statistics.stdev(values) if len(values) > 1 else None
+            row[field] = {"mean": statistics.fmean(values), "std": std,
+                          "sem": None if std is None else std / len(values) ** 0.5}
         row["on_its_back"] = f"{sum(m['on_its_back'] for m in members)}/{sum(m['episodes'] for m in members)}"
         summary.append(row)
     return summary
 
 
 def _mean_std(stat: dict) -> str:
-    return f"{stat['mean']:.1f}" + ("" if stat["std"] is None else f" +- {stat['std']:.1f}")
+    spread = "" if stat["std"] is None else f" +- {stat['std']:.1f} (standard error {stat['sem']:.1f})"
+    return f"{stat['mean']:.1f}{spread}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "mbmpo-seeds.json")
+    parser.add_argument("--merge", action="store_true", help="keep the runs --out already records")
     args = parser.parse_args()
     torch.set_num_threads(1)
     runs = [summarise(run) for run in args.runs]
+    if args.merge and args.out.is_file():
+        given = {r["run"] for r in runs}
+        runs = [r for r in json.loads(args.out.read_text())["runs"] if r["run"] not in given] + runs
     print("run | seed | iterations | last | last 3 | last 5 | best | adapted | on its back | minutes")
     for r in runs:
         print(f"{r['run']} | {r['seed']} | {r['iterations']} | {r['last']:.1f} | {r['last3']:.1f} | "

@@ -259,3 +259,11 @@ def test_the_seeds_summary_reads_each_run_and_groups_seeds_by_setting(tmp_path):
     assert set(groups) == {(0, 1), (0,)} and groups[(0,)]["settings"]["models"] == 1
     last = [runs[name][-1]["return"] for name in ("s0", "s1")]
     assert groups[(0, 1)]["last"]["mean"] == pytest.approx(sum(last) / 2)
+    assert groups[(0, 1)]["last"]["sem"] == pytest.approx(abs(last[0] - last[1]) / 2)  # std / sqrt(2)
+    # --merge keeps the runs already recorded, whose directories need not exist any more
+    (tmp_path / "s0").rename(tmp_path / "gone")
+    subprocess.run([sys.executable, script, tmp_path / "s1", "--out", out, "--merge"], check=True,
+                   capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    merged = json.loads(out.read_text())
+    assert sorted(r["run"] for r in merged["runs"]) == sorted(r["run"] for r in summary["runs"])
+    assert merged["by_setting"] == summary["by_setting"]
