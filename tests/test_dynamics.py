@@ -187,3 +187,20 @@ def test_a_model_env_steps_each_task_with_its_own_model():
     for t, k in enumerate([0, 1, 0, 1]):
         torch.testing.assert_close(following[t], ensemble.predict(s[t], a[t])[k])
     torch.testing.assert_close(reward, -following.square().sum(-1))
+
+
+def test_a_model_that_stopped_early_stays_as_it_stopped_while_the_others_train():
+    """Early stopping freezes a model: its Adam step count is its own epochs' updates, not the
+    fit's (nothing stepped its weights or moments after it stopped; BatchedAdam's own test
+    checks that an inactive model's rows stay bit for bit)."""
+    generator = torch.Generator().manual_seed(0)
+    s, u = torch.randn(200, 3, generator=generator), torch.randn(200, 1, generator=generator)
+    ensemble = DynamicsEnsemble(3, 1, models=3, hidden_sizes=(16,), lr=0.05,
+                                generator=torch.Generator().manual_seed(1))
+    info = ensemble.fit(s, u, s + 0.1 * torch.tanh(s * u), epochs=8, batch_size=20, patience=1,
+                        generator=generator)
+    assert len(set(info["epochs"])) > 1 and min(info["epochs"]) < 8, info  # stopped, at different epochs
+    batches = 160 // 20
+    for p in ensemble.net.parameters():
+        steps = ensemble.optimizer.state[p]["step"]
+        assert steps.tolist() == [e * batches for e in info["epochs"]]

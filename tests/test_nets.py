@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metakit import MAML
-from metakit.nets import MLP, Conv4
+from metakit import MAML, MetakitError
+from metakit.nets import MLP, BatchedAdam, Conv4
 
 
 @pytest.mark.parametrize("strided", [True, False])
@@ -25,3 +25,34 @@ def test_conv4_head_fits_the_features_of_both_variants(strided, size):
 def test_mlp_rejects_bad_sizes():
     with pytest.raises(ValueError, match="MLP sizes must be integers >= 1"):
         MLP(1, [0], 1)
+
+
+def test_batched_adam_steps_each_network_as_its_own_adam_only_while_active():
+    """Three networks' weights stacked [3, ...]: under random active masks, each network's
+    weights and moments follow a torch.optim.Adam that steps that network alone, only when
+    it is active (its own step count in the bias correction); inactive rows stay bit for bit."""
+    g = torch.Generator().manual_seed(0)
+    stacked = torch.nn.Parameter(torch.randn(3, 4, 2, generator=g, dtype=torch.float64))
+    batched = BatchedAdam([stacked], lr=0.1)
+    alone = [torch.nn.Parameter(stacked[t].detach().clone()) for t in range(3)]
+    adams = [torch.optim.Adam([w], lr=0.1) for w in alone]
+    targets = torch.randn(3, 4, 2, generator=g, dtype=torch.float64)
+    for _ in range(12):
+        active = torch.rand(3, generator=g) < 0.6
+        before = stacked.detach().clone()
+        stacked.grad = None
+        (stacked - targets).pow(3).sum().backward()
+        batched.step(active)
+        assert torch.equal(stacked[~active], before[~active])
+        for t in range(3):
+            if active[t]:
+                adams[t].zero_grad()
+                (alone[t] - targets[t]).pow(3).sum().backward()
+                adams[t].step()
+    for t in range(3):
+        torch.testing.assert_close(stacked[t], alone[t], rtol=1e-12, atol=1e-12)
+        own = adams[t].state[alone[t]]
+        torch.testing.assert_close(batched.state[stacked]["exp_avg_sq"][t], own["exp_avg_sq"])
+        assert batched.state[stacked]["step"][t].item() == (own["step"].item() if own else 0)
+    with pytest.raises(MetakitError, match="lr > 0"):
+        BatchedAdam([stacked], lr=0.0)

@@ -1,5 +1,5 @@
-from .batched import BatchedMLP
+from .batched import BatchedAdam, BatchedMLP
 from .conv4 import Conv4
 from .mlp import MLP
 
-__all__ = ["MLP", "BatchedMLP", "Conv4"]
+__all__ = ["MLP", "BatchedAdam", "BatchedMLP", "Conv4"]

@@ -52,3 +52,55 @@ class BatchedMLP(nn.Module):
             if i < len(self.weights) - 1:
                 x = torch.relu(x)
         return x
+
+
+class BatchedAdam(torch.optim.Optimizer):
+    """torch.optim.Adam's update for parameters whose first dimension indexes independent
+    networks [T, ...] (a BatchedMLP's), each network with its own step count: `step(active)`
+    (bool [T]) updates only the active networks' weights, moments and counts, so a network
+    stopped early (a dynamics ensemble's model) resumes a later fit from the state it stopped in,
+    and its bias correction counts its own steps."""
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        if lr <= 0 or not 0 <= betas[0] < 1 or not 0 <= betas[1] < 1 or eps < 0:
+            raise MetakitError(
+                f"BatchedAdam needs lr > 0, betas in [0, 1) and eps >= 0, got {lr!r}, {betas!r}, {eps!r}"
+            )
+        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, active: torch.Tensor | None = None) -> None:
+        for group in self.param_groups:
+            lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if active is not None and (active.dtype != torch.bool or tuple(active.shape) != p.shape[:1]):
+                    raise MetakitError(
+                        f"BatchedAdam.step expects active as bool [{p.shape[0]}], got {active.dtype} "
+                        f"{tuple(active.shape)}"
+                    )
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros(p.shape[0], device=p.device)
+                    state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
+                elif state["step"].dim() == 0:  # a torch.optim.Adam state (older checkpoints): one count
+                    state["step"] = state["step"].expand(p.shape[0]).to(p.device, torch.float32).clone()
+                on = torch.ones(p.shape[0], dtype=torch.bool, device=p.device) if active is None else active
+                rows = on.view(-1, *[1] * (p.dim() - 1))
+
+                def by_row(value, inactive: float) -> torch.Tensor:  # [T, 1, ...] in p's dtype
+                    value = torch.as_tensor(value, dtype=torch.float64)
+                    return torch.where(rows, value, inactive).to(p.dtype)
+
+                state["step"] += on
+                # the bias corrections in float64, as torch.optim.Adam takes them from a Python float
+                step = state["step"].view(rows.shape).clamp_min(1).double()
+                correction2 = (1 - beta2**step).sqrt().to(p.dtype)
+                # in place, as torch's Adam; an inactive row's factors 0 and 1 leave it bit for bit
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                exp_avg.lerp_(p.grad, by_row(1 - beta1, 0))
+                exp_avg_sq.mul_(by_row(beta2, 1)).add_(p.grad.square().mul_(by_row(1 - beta2, 0)))
+                update = exp_avg_sq.sqrt().div_(correction2).add_(eps).reciprocal_().mul_(exp_avg)
+                p.sub_(update.mul_(by_row(lr / (1 - beta1**step), 0)))

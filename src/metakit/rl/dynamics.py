@@ -5,8 +5,9 @@ state from (s, a), trained and queried as one batched computation (weights stack
     each fit, as the official code does); each model has its own random train/validation
     split of the data; Adam on all models at once, each drawing its own minibatches; each
     model keeps the weights of its best validation epoch and stops when that has not improved
-    for `patience` epochs (early stopping per model); a later fit starts from the current
-    weights and optimiser (warm start).
+    for `patience` epochs (early stopping per model: a stopped model's weights, Adam moments
+    and step count stay as they were while the others train on); a later fit starts from the
+    current weights and optimiser (warm start).
 
 The official code's stopping rule is also here (`fit(rolling=0.99)`): a model stops when the
 running average of its validation loss, avg <- rolling avg + (1 - rolling) loss, rises, and
@@ -24,7 +25,7 @@ from torch import nn
 
 from .. import distributed
 from ..errors import MetakitError
-from ..nets.batched import BatchedMLP
+from ..nets.batched import BatchedAdam, BatchedMLP
 
 PRECISIONS = ("float32", "bfloat16")  # of the models' matmuls
 
@@ -62,7 +63,7 @@ class DynamicsEnsemble(nn.Module):
             ("target_std", observation_size),
         ):
             self.register_buffer(name, torch.zeros(size) if name.endswith("mean") else torch.ones(size))
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
+        self.optimizer = BatchedAdam(self.net.parameters(), lr=lr)  # each model its own steps
 
     def _net(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """The models' forward; with precision "bfloat16" their matmuls run in bfloat16
@@ -197,7 +198,7 @@ class DynamicsEnsemble(nn.Module):
                 loss = (self._net(x[batch], mine) - y[batch]).square().mean((1, 2)).sum()
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                self.optimizer.step()
+                self.optimizer.step(active)  # a stopped model stays as it stopped
             with torch.no_grad():
                 losses = torch.full((k,), math.inf, device=device)
                 losses[first:last] = (self._net(x[valid_index], mine) - y[valid_index]).square().mean((1, 2))
@@ -219,7 +220,6 @@ class DynamicsEnsemble(nn.Module):
             for saved, p in zip(best_state, self.net.parameters()):
                 p.copy_(saved)
         if mine is not None:  # every rank gets every model, its Adam state and its record
-            moments = [v for p in self.net.parameters() for name, v in self.optimizer.state[p].items()
-                       if name != "step"]
+            moments = [v for p in self.net.parameters() for v in self.optimizer.state[p].values()]
             distributed.assemble_rows([*self.net.parameters(), *moments, best, trained], first, last)
         return {"valid_loss": best.tolist(), "epochs": trained.tolist()}
