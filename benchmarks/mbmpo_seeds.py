@@ -6,9 +6,10 @@ evaluation seeds), those in which the torso turns past 2 rad (|obs[1]| > 2), Hal
 trap. Then the mean, standard deviation and standard error of the mean over the runs of each
 setting. Writes benchmarks/results/mbmpo-seeds.json (or --out); with --merge the runs already
 recorded there are kept (run directories are not kept with the project, the JSON is), a run
-given again replacing its row.
+given again replacing its row. `--label` tags the runs given (e.g. the code they ran, where
+the settings are the same): runs group by settings and label.
 
-    python benchmarks/mbmpo_seeds.py runs/mbmpo-s0 runs/mbmpo-s1 ... [--out FILE] [--merge]
+    python benchmarks/mbmpo_seeds.py runs/mbmpo-s0 runs/mbmpo-s1 ... [--out FILE] [--merge] [--label L]
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def on_its_back(run: Path, episodes: int, seed: int) -> int:
     return turned
 
 
-def summarise(run: Path) -> dict:
+def summarise(run: Path, label: str = "") -> dict:
     metrics = run / "metrics.jsonl"
     if not metrics.is_file():
         raise SystemExit(f"{run}: no metrics.jsonl; expected a `metakit train` run directory")
@@ -61,6 +62,7 @@ def summarise(run: Path) -> dict:
         "run": str(run),
         "seed": config.seed,
         "settings": {k: getattr(config.algorithm, k) for k in SETTINGS} | {"episodes": config.train.episodes},
+        "label": label,
         "iterations": len(rows),
         "real_steps": rows[-1]["real_steps"],
         "last": returns[-1],
@@ -77,10 +79,12 @@ def summarise(run: Path) -> dict:
 def by_setting(runs: list[dict]) -> list[dict]:
     groups: dict[str, list[dict]] = {}
     for run in runs:
-        groups.setdefault(json.dumps(run["settings"], sort_keys=True), []).append(run)
+        key = json.dumps([run["settings"], run.get("label", "")], sort_keys=True)
+        groups.setdefault(key, []).append(run)
     summary = []
     for key, members in groups.items():
-        row = {"settings": json.loads(key), "seeds": [m["seed"] for m in members]}
+        settings, label = json.loads(key)
+        row = {"settings": settings, "label": label, "seeds": [m["seed"] for m in members]}
         for field in ("last", "last5", "best"):
             values = [m[field] for m in members]
             std = statistics.stdev(values) if len(values) > 1 else None
@@ -101,9 +105,10 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "mbmpo-seeds.json")
     parser.add_argument("--merge", action="store_true", help="keep the runs --out already records")
+    parser.add_argument("--label", default="", help="a tag for the runs given; groups: settings and label")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    runs = [summarise(run) for run in args.runs]
+    runs = [summarise(run, args.label) for run in args.runs]
     if args.merge and args.out.is_file():
         given = {r["run"] for r in runs}
         runs = [r for r in json.loads(args.out.read_text())["runs"] if r["run"] not in given] + runs
@@ -114,7 +119,7 @@ def main() -> None:
               f"{r['on_its_back']}/{r['episodes']} | {r['minutes']:.1f}")
     summary = by_setting(runs)
     for s in summary:
-        print(f"seeds {s['seeds']} {s['settings']}: last {_mean_std(s['last'])}, "
+        print(f"seeds {s['seeds']} {s['settings']} {s['label']}: last {_mean_std(s['last'])}, "
               f"last 5 {_mean_std(s['last5'])}, on its back {s['on_its_back']}")
     save_json({"runs": runs, "by_setting": summary}, args.out)
     print(f"wrote {args.out}")

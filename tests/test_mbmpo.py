@@ -268,3 +268,9 @@ def test_the_seeds_summary_reads_each_run_and_groups_seeds_by_setting(tmp_path):
     merged = json.loads(out.read_text())
     assert sorted(r["run"] for r in merged["runs"]) == sorted(r["run"] for r in summary["runs"])
     assert merged["by_setting"] == summary["by_setting"]
+    # --label: the same settings run by other code, a group of their own
+    subprocess.run([sys.executable, script, tmp_path / "s1", "--out", out, "--merge", "--label", "new code"],
+                   check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    labelled = json.loads(out.read_text())["by_setting"]
+    groups = sorted((g["seeds"], g["label"], g["settings"]["models"]) for g in labelled)
+    assert groups == [([0], "", 1), ([0], "", 5), ([1], "new code", 5)]
