@@ -3,7 +3,9 @@
 points, the best point and after one adaptation step, from its metrics.jsonl; and how often the
 final meta-policy runs on its back: of 10 real episodes (sampled actions, the config's
 evaluation seeds), those in which the torso turns past 2 rad (|obs[1]| > 2), HalfCheetah's known
-trap. Then the mean, standard deviation and standard error of the mean over the runs of each
+trap; and the final meta-policy's return before and after adaptation over more real episodes
+(`--final-episodes`, 100: the run's own evaluation again, its 10-episode points carrying tens
+of points of noise). Then the mean, standard deviation and standard error of the mean over the runs of each
 setting. Writes benchmarks/results/mbmpo-seeds.json (or --out); with --merge the runs already
 recorded there are kept (run directories are not kept with the project, the JSON is), a run
 given again replacing its row. `--label` tags the runs given (e.g. the code they ran, where
@@ -23,7 +25,7 @@ import gymnasium as gym
 import torch
 
 import metakit
-from metakit.experiment import load_config
+from metakit.experiment import load, load_config
 from metakit.files import save_json
 
 SETTINGS = ("fisher", "model_precision", "meta_steps", "models", "model_updates", "model_rolling",
@@ -51,7 +53,13 @@ def on_its_back(run: Path, episodes: int, seed: int) -> int:
     return turned
 
 
-def summarise(run: Path, label: str = "") -> dict:
+def final_return(run: Path, episodes: int) -> dict:
+    """The run's own evaluation of its final meta-policy (its eval seed), over `episodes` episodes."""
+    results = load(run, "cpu", [f"eval.episodes={episodes}"]).evaluate()
+    return {"return": results["return"], "return_adapted": results["return_adapted"], "episodes": episodes}
+
+
+def summarise(run: Path, label: str = "", final_episodes: int = 100) -> dict:
     metrics = run / "metrics.jsonl"
     if not metrics.is_file():
         raise SystemExit(f"{run}: no metrics.jsonl; expected a `metakit train` run directory")
@@ -73,6 +81,7 @@ def summarise(run: Path, label: str = "") -> dict:
         "on_its_back": on_its_back(run, config.eval.episodes, config.eval.seed),
         "episodes": config.eval.episodes,
         "minutes": rows[-1]["seconds"] / 60,
+        "final": final_return(run, final_episodes),
     }
 
 
@@ -85,10 +94,12 @@ def by_setting(runs: list[dict]) -> list[dict]:
     for key, members in groups.items():
         settings, label = json.loads(key)
         row = {"settings": settings, "label": label, "seeds": [m["seed"] for m in members]}
-        for field in ("last", "last5", "best"):
-            values = [m[field] for m in members]
+        for field in ("last", "last5", "best", "final"):
+            values = [m[field]["return"] if field == "final" else m[field] for m in members if field in m]
+            if not values:  # runs recorded before `final` existed
+                continue
             std = statistics.stdev(values) if len(values) > 1 else None
-            row[field] = {"mean": statistics.fmean(values), "std": std,
+            row[field] = {"mean": statistics.fmean(values), "std": std, "runs": len(values),
                           "sem": None if std is None else std / len(values) ** 0.5}
         row["on_its_back"] = f"{sum(m['on_its_back'] for m in members)}/{sum(m['episodes'] for m in members)}"
         summary.append(row)
@@ -105,22 +116,26 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "mbmpo-seeds.json")
     parser.add_argument("--merge", action="store_true", help="keep the runs --out already records")
+    parser.add_argument("--final-episodes", type=int, default=100,
+                        help="real episodes for the final meta-policy's return (default 100)")
     parser.add_argument("--label", default="", help="a tag for the runs given; groups: settings and label")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    runs = [summarise(run, args.label) for run in args.runs]
+    runs = [summarise(run, args.label, args.final_episodes) for run in args.runs]
     if args.merge and args.out.is_file():
         given = {r["run"] for r in runs}
         runs = [r for r in json.loads(args.out.read_text())["runs"] if r["run"] not in given] + runs
-    print("run | seed | iterations | last | last 3 | last 5 | best | adapted | on its back | minutes")
+    print("run | seed | iterations | last | last 3 | last 5 | best | adapted | on its back | minutes | final")
     for r in runs:
+        final = f"{r['final']['return']:.1f} ({r['final']['episodes']} episodes)" if "final" in r else "-"
         print(f"{r['run']} | {r['seed']} | {r['iterations']} | {r['last']:.1f} | {r['last3']:.1f} | "
               f"{r['last5']:.1f} | {r['best']:.1f} | {r['adapted']:.1f} | "
-              f"{r['on_its_back']}/{r['episodes']} | {r['minutes']:.1f}")
+              f"{r['on_its_back']}/{r['episodes']} | {r['minutes']:.1f} | {final}")
     summary = by_setting(runs)
     for s in summary:
         print(f"seeds {s['seeds']} {s['settings']} {s['label']}: last {_mean_std(s['last'])}, "
-              f"last 5 {_mean_std(s['last5'])}, on its back {s['on_its_back']}")
+              f"last 5 {_mean_std(s['last5'])}, on its back {s['on_its_back']}"
+              + (f", final {_mean_std(s['final'])} over {s['final']['runs']} runs" if "final" in s else ""))
     save_json({"runs": runs, "by_setting": summary}, args.out)
     print(f"wrote {args.out}")
 

@@ -248,14 +248,22 @@ def test_the_seeds_summary_reads_each_run_and_groups_seeds_by_setting(tmp_path):
         runs[name] = [json.loads(line) for line in lines]
     script = Path(__file__).parents[1] / "benchmarks" / "mbmpo_seeds.py"
     out = tmp_path / "seeds.json"
-    subprocess.run([sys.executable, script, *(tmp_path / n for n in runs), "--out", out], check=True,
-                   capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    summary = json.loads(out.read_text())
+
+    def summary_of(*args) -> dict:
+        subprocess.run([sys.executable, script, *args, "--out", out, "--final-episodes", "3"], check=True,
+                       capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        return json.loads(out.read_text())
+
+    summary = summary_of(*(tmp_path / n for n in runs))
     for name, row in zip(runs, summary["runs"]):
         returns = [r["return"] for r in runs[name]]
         assert (row["last"], row["best"], row["iterations"]) == (returns[-1], max(returns), len(returns))
         assert row["last3"] == pytest.approx(sum(returns[-3:]) / len(returns[-3:]))
         assert 0 <= row["on_its_back"] <= row["episodes"] == 2
+        again = build(load_config(str(tmp_path / name / "config.yaml"), ["eval.episodes=3"]))
+        again.load_state_dict(torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["algorithm"])
+        assert row["final"]["episodes"] == 3  # the run's own evaluation, over 3 episodes
+        assert row["final"]["return"] == pytest.approx(again.evaluate()["return"])
     groups = {tuple(g["seeds"]): g for g in summary["by_setting"]}
     assert set(groups) == {(0, 1), (0,)} and groups[(0,)]["settings"]["models"] == 1
     last = [runs[name][-1]["return"] for name in ("s0", "s1")]
@@ -263,14 +271,10 @@ def test_the_seeds_summary_reads_each_run_and_groups_seeds_by_setting(tmp_path):
     assert groups[(0, 1)]["last"]["sem"] == pytest.approx(abs(last[0] - last[1]) / 2)  # std / sqrt(2)
     # --merge keeps the runs already recorded, whose directories need not exist any more
     (tmp_path / "s0").rename(tmp_path / "gone")
-    subprocess.run([sys.executable, script, tmp_path / "s1", "--out", out, "--merge"], check=True,
-                   capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    merged = json.loads(out.read_text())
+    merged = summary_of(tmp_path / "s1", "--merge")
     assert sorted(r["run"] for r in merged["runs"]) == sorted(r["run"] for r in summary["runs"])
     assert merged["by_setting"] == summary["by_setting"]
     # --label: the same settings run by other code, a group of their own
-    subprocess.run([sys.executable, script, tmp_path / "s1", "--out", out, "--merge", "--label", "new code"],
-                   check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    labelled = json.loads(out.read_text())["by_setting"]
+    labelled = summary_of(tmp_path / "s1", "--merge", "--label", "new code")["by_setting"]
     groups = sorted((g["seeds"], g["label"], g["settings"]["models"]) for g in labelled)
     assert groups == [([0], "", 1), ([0], "", 5), ([1], "new code", 5)]
