@@ -33,10 +33,10 @@ SETTINGS = ("fisher", "model_precision", "meta_steps", "models", "model_updates"
 ON_ITS_BACK = 2.0  # rad of torso pitch: past it the cheetah has turned over
 
 
-def on_its_back(run: Path, episodes: int, seed: int) -> int:
+def on_its_back(run: Path, episodes: int, seed: int, frame_skip: int = 5) -> int:
     """Of `episodes` real episodes of the run's final meta-policy, those that turn over."""
     policy = metakit.load(run).policy
-    env = gym.make("HalfCheetah-v5", max_episode_steps=200)
+    env = gym.make("HalfCheetah-v5", max_episode_steps=200, frame_skip=frame_skip)
     generator = torch.Generator().manual_seed(seed)
     turned = 0
     for episode in range(episodes):
@@ -69,7 +69,8 @@ def summarise(run: Path, label: str = "", final_episodes: int = 100) -> dict:
     return {
         "run": str(run),
         "seed": config.seed,
-        "settings": {k: getattr(config.algorithm, k) for k in SETTINGS} | {"episodes": config.train.episodes},
+        "settings": {k: getattr(config.algorithm, k) for k in SETTINGS} | {"episodes": config.train.episodes}
+        | ({"frame_skip": config.env.frame_skip} if config.env.frame_skip is not None else {}),
         "label": label,
         "iterations": len(rows),
         "real_steps": rows[-1]["real_steps"],
@@ -78,7 +79,7 @@ def summarise(run: Path, label: str = "", final_episodes: int = 100) -> dict:
         "last5": statistics.fmean(returns[-5:]),
         "best": max(returns),
         "adapted": rows[-1]["return_adapted"],
-        "on_its_back": on_its_back(run, config.eval.episodes, config.eval.seed),
+        "on_its_back": on_its_back(run, config.eval.episodes, config.eval.seed, config.env.frame_skip or 5),
         "episodes": config.eval.episodes,
         "minutes": rows[-1]["seconds"] / 60,
         "final": final_return(run, final_episodes),

@@ -19,11 +19,14 @@ from metakit.rl.sampling import rollout
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_half_cheetah_reward_from_observations_tracks_gymnasiums_reward():
+@pytest.mark.parametrize("frame_skip", [5, 1])
+def test_half_cheetah_reward_from_observations_tracks_gymnasiums_reward(frame_skip):
     """Gymnasium rewards the x displacement over 5 substeps, which the observation does not hold:
     the known reward estimates it from the velocity before and after (0.4 / 0.6), and must track
-    the real reward far better than the official code's velocity-after alone."""
-    env, reference = envs.HalfCheetah(), gymnasium.make("HalfCheetah-v5")
+    the real reward far better than the official code's velocity-after alone. With one physics
+    step an env step (the official code's HalfCheetah) the displacement is dt v_after: exact."""
+    env = envs.HalfCheetah(frame_skip=frame_skip)
+    reference = gymnasium.make("HalfCheetah-v5", frame_skip=frame_skip)
     generator = np.random.default_rng(0)
     rows = []
     for episode in range(3):
@@ -38,6 +41,9 @@ def test_half_cheetah_reward_from_observations_tracks_gymnasiums_reward():
     ours = env.known_reward(torch.zeros(1), s, a, s2)
     after_only = s2[:, 8] - 0.1 * a.square().sum(-1)
     correlation = lambda x: torch.corrcoef(torch.stack([x, real]))[0, 1].item()  # noqa: E731
+    if frame_skip == 1:
+        torch.testing.assert_close(ours, real, rtol=1e-4, atol=1e-4)
+        return
     assert correlation(ours) > 0.98 and correlation(after_only) < 0.95
     assert (ours - real).abs().mean() < 0.2 * real.std()
 
@@ -198,6 +204,13 @@ def test_mbmpo_errors_name_the_environment_and_a_diverging_model_stops_the_run(t
         build(load_config("mbmpo-nav2d", ["env.name=AntDir"]))
     with pytest.raises(MetakitError, match="needs continuous actions, got CartPole"):
         build(load_config("mbmpo-nav2d", ["env.name=CartPole", "policy.activation=relu"]))
+    with pytest.raises(MetakitError, match=r"'env.frame_skip' applies to the MuJoCo environments \[.*"
+                                           r"'HalfCheetah'.*\], not to Navigation2D"):
+        build(load_config("mbmpo-nav2d", ["env.frame_skip=1"]))
+    with pytest.raises(MetakitError, match=r"env.frame_skip.*null or >= 1"):
+        load_config("mbmpo-halfcheetah", ["env.frame_skip=0"])
+    with pytest.raises(MetakitError, match="frame_skip must be an integer >= 1 .* got 2.5"):
+        envs.HalfCheetah(frame_skip=2.5)
     fit, calls = DynamicsEnsemble.fit, []
 
     def fit_then_break(self, *args, **kwargs):  # the second fit leaves a model that predicts NaN

@@ -341,15 +341,17 @@ def test_short_maml_trpo_run_on_navigation_improves_the_adapted_return():
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("stepping", ["batched", "gymnasium"])
-def test_half_cheetah_tasks_reward_velocity_terms_on_gymnasiums_physics(stepping):
+@pytest.mark.parametrize("frame_skip", [5, 1])
+def test_half_cheetah_tasks_reward_velocity_terms_on_gymnasiums_physics(stepping, frame_skip):
     """Our reward from Gymnasium's own HalfCheetah-v5 stepped from the same state with the same
     actions: its x velocity v and control cost 0.1 |a|^2 give ours, -|v - v*| - 0.05 |a|^2 or
     d v - 0.05 |a|^2; observations equal step for step (batched: bit for bit over a whole
-    200-step episode, the solver's warm start carried as Gymnasium carries it)."""
+    200-step episode, the solver's warm start carried as Gymnasium carries it). At Gymnasium's
+    5 physics steps an env step and at the official MB-MPO code's 1."""
     for env, task in (
-        (envs.HalfCheetahVel(stepping=stepping), 0.7),
-        (envs.HalfCheetahDir(stepping=stepping), -1.0),
-        (envs.HalfCheetah(stepping=stepping), 0.0),  # Gymnasium's own task: v - 0.1 |a|^2
+        (envs.HalfCheetahVel(stepping=stepping, frame_skip=frame_skip), 0.7),
+        (envs.HalfCheetahDir(stepping=stepping, frame_skip=frame_skip), -1.0),
+        (envs.HalfCheetah(stepping=stepping, frame_skip=frame_skip), 0.0),  # Gymnasium's task: v - 0.1 |a|^2
     ):
         env.set_tasks(torch.tensor([[task]]))
         generator = torch.Generator().manual_seed(4)
@@ -357,7 +359,7 @@ def test_half_cheetah_tasks_reward_velocity_terms_on_gymnasiums_physics(stepping
             torch.randint(2**31 - 1, (1,), generator=torch.Generator().manual_seed(4))
         )  # what reset draws
         obs = env.reset(1, generator)
-        reference = gymnasium.make("HalfCheetah-v5")
+        reference = gymnasium.make("HalfCheetah-v5", frame_skip=frame_skip)
         expected_obs, _ = reference.reset(seed=seed)
         if stepping == "batched":  # our reset draws its own noise: start from Gymnasium's state
             env._vector.set_state(reference.unwrapped.data.qpos[None], reference.unwrapped.data.qvel[None])

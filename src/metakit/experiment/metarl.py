@@ -21,6 +21,8 @@ class EnvConfig:
     )
     horizon: int | None = check(lambda v: v is None or v >= 1, "null or >= 1", default=None)
     arms: int | None = check(lambda v: v is None or v >= 2, "null or >= 2", default=None)  # BernoulliBandit
+    # MuJoCo environments: physics steps an env step (null: Gymnasium's 5)
+    frame_skip: int | None = check(lambda v: v is None or v >= 1, "null or >= 1", default=None)
 
 
 @dataclass
@@ -41,9 +43,15 @@ class MetaRLConfig:
 
 
 def build_env(config: EnvConfig) -> envs.TaskEnv:
-    kwargs = {key: value for key in ("horizon", "arms") if (value := getattr(config, key)) is not None}
+    kwargs = {key: value for key in ("horizon", "arms", "frame_skip")
+              if (value := getattr(config, key)) is not None}
     if "arms" in kwargs and config.name != "BernoulliBandit":
         raise MetakitError(f"'env.arms' applies to BernoulliBandit, not to {config.name}")
+    if "frame_skip" in kwargs and not issubclass(envs.ENVIRONMENTS[config.name], envs.Locomotion):
+        mujoco = sorted(n for n, e in envs.ENVIRONMENTS.items() if issubclass(e, envs.Locomotion))
+        raise MetakitError(
+            f"'env.frame_skip' applies to the MuJoCo environments {mujoco}, not to {config.name}"
+        )
     return envs.make(config.name, **kwargs)
 
 

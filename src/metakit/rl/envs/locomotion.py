@@ -11,8 +11,9 @@ step), or with stepping="gymnasium" through Gymnasium's vector API.
     HalfCheetah:    Gymnasium's HalfCheetah-v5 task itself: reward v - 0.1 |a|^2 (one task;
                     MB-MPO's benchmark)
 Horizon 200. Actions are clipped to [-1, 1] before stepping and costing. v is the torso's
-forward (x) velocity as Gymnasium reports it. Differences from the rllab originals are listed
-in the README.
+forward (x) velocity as Gymnasium reports it. `frame_skip`: physics steps an env step
+(Gymnasium's 5, 0.05 s; the official MB-MPO code's HalfCheetah took 1, 0.01 s).
+Differences from the rllab originals are listed in the README.
 """
 
 from __future__ import annotations
@@ -45,8 +46,14 @@ class Locomotion(TaskEnv):
         horizon: int = 200,
         stepping: str | None = None,
         workers: int | None = None,
+        frame_skip: int = FRAME_SKIP,
     ):
         super().__init__()
+        if isinstance(frame_skip, bool) or not isinstance(frame_skip, int) or frame_skip < 1:
+            raise MetakitError(
+                f"frame_skip must be an integer >= 1 (physics steps an env step), got {frame_skip!r}"
+            )
+        self.frame_skip = frame_skip
         if robot not in MODELS or goal not in ("velocity", "direction", "forward"):
             raise MetakitError(
                 f"robot must be one of {sorted(MODELS)} and goal 'velocity', 'direction' or 'forward', "
@@ -81,7 +88,9 @@ class Locomotion(TaskEnv):
             if self._vector is not None:
                 self._vector.close()
             # Ant-v5 would also end an episode at 1000 steps; our horizon is shorter
-            self._vector = gymnasium.make_vec(self.env_id, num_envs=count, vectorization_mode="sync")
+            self._vector = gymnasium.make_vec(
+                self.env_id, num_envs=count, vectorization_mode="sync", frame_skip=self.frame_skip
+            )
             self._size = count
         return self._vector
 
@@ -92,7 +101,7 @@ class Locomotion(TaskEnv):
             self._vector = MuJoCoCopies(
                 gymnasium_asset(ASSETS[self.robot]),
                 count,
-                FRAME_SKIP,
+                self.frame_skip,
                 self.workers or torch.get_num_threads(),
                 forces=self.robot == "Ant",
             )
@@ -177,15 +186,17 @@ class Locomotion(TaskEnv):
 
     # -- known functions for learned models (HalfCheetah) -------------------------------------
     def known_reward(self, task, observations, actions, next_observations):
-        """Gymnasium's reward from observations alone. It uses the x displacement over the 5
+        """Gymnasium's reward from observations alone. It uses the x displacement over the n
         physics substeps, which the observation does not hold; its velocity (obs[8]) is known
         before and after. Semi-implicit Euler moves x by dt times each substep's new velocity;
-        with the velocity linear over the substeps their mean is 0.4 v_before + 0.6 v_after
-        (the official MB-MPO code uses v_after alone: correlation with the true reward 0.93
-        against 0.99 here, tests/test_mbmpo.py)."""
+        with the velocity linear over the substeps their mean is v_before + (n + 1) / (2 n)
+        (v_after - v_before): 0.4 v_before + 0.6 v_after at Gymnasium's n = 5 (the official
+        MB-MPO code uses v_after alone: correlation with the true reward 0.93 against 0.99 here,
+        tests/test_mbmpo.py), and v_after exactly at n = 1."""
         if self.robot != "HalfCheetah":
             super().known_reward(task, observations, actions, next_observations)
-        velocity = 0.4 * observations[..., 8] + 0.6 * next_observations[..., 8]
+        after = (self.frame_skip + 1) / (2 * self.frame_skip)
+        velocity = (1 - after) * observations[..., 8] + after * next_observations[..., 8]
         return self._progress(velocity, task[0]) - self._control_weight * (actions.clamp(-1.0, 1.0) ** 2).sum(
             -1
         )
@@ -208,25 +219,30 @@ class Locomotion(TaskEnv):
 class HalfCheetah(Locomotion):
     """Gymnasium's HalfCheetah-v5 task (run forward), batched: one task, many episodes."""
 
-    def __init__(self, horizon: int = 200, stepping: str = "batched", workers: int | None = None):
-        super().__init__("HalfCheetah", "forward", horizon, stepping, workers)
+    def __init__(self, horizon: int = 200, stepping: str = "batched", workers: int | None = None,
+                 frame_skip: int = FRAME_SKIP):
+        super().__init__("HalfCheetah", "forward", horizon, stepping, workers, frame_skip)
 
 
 class HalfCheetahVel(Locomotion):
-    def __init__(self, horizon: int = 200, stepping: str = "batched", workers: int | None = None):
-        super().__init__("HalfCheetah", "velocity", horizon, stepping, workers)
+    def __init__(self, horizon: int = 200, stepping: str = "batched", workers: int | None = None,
+                 frame_skip: int = FRAME_SKIP):
+        super().__init__("HalfCheetah", "velocity", horizon, stepping, workers, frame_skip)
 
 
 class HalfCheetahDir(Locomotion):
-    def __init__(self, horizon: int = 200, stepping: str = "batched", workers: int | None = None):
-        super().__init__("HalfCheetah", "direction", horizon, stepping, workers)
+    def __init__(self, horizon: int = 200, stepping: str = "batched", workers: int | None = None,
+                 frame_skip: int = FRAME_SKIP):
+        super().__init__("HalfCheetah", "direction", horizon, stepping, workers, frame_skip)
 
 
 class AntVel(Locomotion):
-    def __init__(self, horizon: int = 200, stepping: str = "batched", workers: int | None = None):
-        super().__init__("Ant", "velocity", horizon, stepping, workers)
+    def __init__(self, horizon: int = 200, stepping: str = "batched", workers: int | None = None,
+                 frame_skip: int = FRAME_SKIP):
+        super().__init__("Ant", "velocity", horizon, stepping, workers, frame_skip)
 
 
 class AntDir(Locomotion):
-    def __init__(self, horizon: int = 200, stepping: str = "batched", workers: int | None = None):
-        super().__init__("Ant", "direction", horizon, stepping, workers)
+    def __init__(self, horizon: int = 200, stepping: str = "batched", workers: int | None = None,
+                 frame_skip: int = FRAME_SKIP):
+        super().__init__("Ant", "direction", horizon, stepping, workers, frame_skip)
