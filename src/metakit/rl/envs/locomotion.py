@@ -13,7 +13,7 @@ step), or with stepping="gymnasium" through Gymnasium's vector API.
 Horizon 200. Actions are clipped to [-1, 1] before stepping and costing. v is the torso's
 forward (x) velocity as Gymnasium reports it. `frame_skip`: physics steps an env step
 (Gymnasium's 5, 0.05 s; the official MB-MPO code's HalfCheetah took 1, 0.01 s).
-Differences from the rllab originals are listed in the README.
+Differences from the rllab originals are listed in docs/meta-rl.md.
 """
 
 from __future__ import annotations
