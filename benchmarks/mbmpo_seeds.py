@@ -24,18 +24,17 @@ from pathlib import Path
 import gymnasium as gym
 import torch
 
-import metakit
 from metakit.experiment import load, load_config
 from metakit.files import save_json
+from metakit.rl.envs.locomotion import FRAME_SKIP
 
 SETTINGS = ("fisher", "model_precision", "meta_steps", "models", "model_updates", "model_rolling",
             "model_weight_norm", "clip_model_actions")
 ON_ITS_BACK = 2.0  # rad of torso pitch: past it the cheetah has turned over
 
 
-def on_its_back(run: Path, episodes: int, seed: int, frame_skip: int = 5) -> int:
-    """Of `episodes` real episodes of the run's final meta-policy, those that turn over."""
-    policy = metakit.load(run).policy
+def on_its_back(policy, episodes: int, seed: int, frame_skip: int = FRAME_SKIP) -> int:
+    """Of `episodes` real episodes of a run's final meta-policy, those that turn over."""
     env = gym.make("HalfCheetah-v5", max_episode_steps=200, frame_skip=frame_skip)
     generator = torch.Generator().manual_seed(seed)
     turned = 0
@@ -53,18 +52,13 @@ def on_its_back(run: Path, episodes: int, seed: int, frame_skip: int = 5) -> int
     return turned
 
 
-def final_return(run: Path, episodes: int) -> dict:
-    """The run's own evaluation of its final meta-policy (its eval seed), over `episodes` episodes."""
-    results = load(run, "cpu", [f"eval.episodes={episodes}"]).evaluate()
-    return {"return": results["return"], "return_adapted": results["return_adapted"], "episodes": episodes}
-
-
 def summarise(run: Path, label: str = "", final_episodes: int = 100) -> dict:
     metrics = run / "metrics.jsonl"
     if not metrics.is_file():
         raise SystemExit(f"{run}: no metrics.jsonl; expected a `metakit train` run directory")
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     config = load_config(str(run / "config.yaml"))
+    algo = load(run, "cpu", [f"eval.episodes={final_episodes}"])  # the run's own evaluation, more episodes
     returns = [r["return"] for r in rows]
     return {
         "run": str(run),
@@ -79,10 +73,12 @@ def summarise(run: Path, label: str = "", final_episodes: int = 100) -> dict:
         "last5": statistics.fmean(returns[-5:]),
         "best": max(returns),
         "adapted": rows[-1]["return_adapted"],
-        "on_its_back": on_its_back(run, config.eval.episodes, config.eval.seed, config.env.frame_skip or 5),
+        "on_its_back": on_its_back(algo.trained().policy, config.eval.episodes, config.eval.seed,
+                                   config.env.frame_skip or FRAME_SKIP),
         "episodes": config.eval.episodes,
         "minutes": rows[-1]["seconds"] / 60,
-        "final": final_return(run, final_episodes),
+        "final": {k: v for k, v in algo.evaluate().items() if k in ("return", "return_adapted")}
+        | {"episodes": final_episodes},
     }
 
 
