@@ -90,6 +90,15 @@ algo = MBMPO(env, meta, ensemble, env.sample_tasks(1)[0], num_tasks=4, imagined_
 generator = torch.Generator().manual_seed(0)
 rows = [algo.iteration(generator) for _ in range(3)]
 returns = [row["imagined_return"] for row in rows]
+# MB-MPO with RLlib's meta-update: Adam steps on the clipped surrogate, gradients averaged over ranks
+ppo_policy = GaussianMLPPolicy(3, 1, (16,), activation="tanh")
+ppo = MBMPO(env, MAMLTRPO(ppo_policy, fast_lr=0.01), DynamicsEnsemble(3, 1, models=3, hidden_sizes=(16,),
+            generator=torch.Generator().manual_seed(0)), env.sample_tasks(1)[0], num_tasks=4,
+            imagined_episodes=3, meta_steps=2, random_steps=40, model_fit={"epochs": 3, "batch_size": 20},
+            meta_update="ppo", ppo_steps=3)
+generator = torch.Generator().manual_seed(0)
+for _ in range(2):
+    ppo.iteration(generator)
 # an ensemble fit alone, with a step size at which the models stop early at different epochs
 g = torch.Generator().manual_seed(0)
 obs, act = torch.randn(200, 3, generator=g), torch.randn(200, 1, generator=g)
@@ -98,11 +107,13 @@ alone = DynamicsEnsemble(3, 1, models=3, hidden_sizes=(16,), lr=0.05,
 fits = [list(alone.fit(obs, act, obs + 0.1 * torch.tanh(obs * act), epochs=8, batch_size=20, patience=1,
                        generator=g).values()) for _ in range(3)]
 if distributed.is_main():
-    adam = lambda e: [v for state in e.optimizer.state.values() for v in state.values()]  # noqa: E731
+    adam = lambda o: [v for state in o.state.values() for v in state.values()]  # noqa: E731
     torch.save({"maml_trpo": maml.policy.state_dict(), "mbmpo": {
                 "policy": policy.state_dict(), "ensemble": ensemble.state_dict(), "data": algo.data,
-                "returns": torch.tensor(returns), "adam": adam(ensemble), "fit": torch.tensor(fits)},
-                "alone": [*alone.state_dict().values(), *adam(alone), torch.tensor(fits), g.get_state()]},
+                "returns": torch.tensor(returns), "adam": adam(ensemble.optimizer), "fit": torch.tensor(fits),
+                "ppo": [*ppo_policy.state_dict().values(), *adam(ppo.meta_optimizer)]},
+                "alone": [*alone.state_dict().values(), *adam(alone.optimizer), torch.tensor(fits),
+                          g.get_state()]},
                sys.argv[1])
 distributed.shutdown()  # as the CLI does: every rank done, then no gloo thread left at exit
 distributed.exit_process(0)  # and no interpreter teardown, where a rank could abort
@@ -120,7 +131,8 @@ def test_maml_trpo_and_mbmpo_on_two_ranks_equal_one_process(tmp_path):
     episodes are gathered, and each rank fits its own of the 3 models (1 and 2): the real data,
     the ensemble, its Adam state and the policy equal one process's after 3 iterations. An
     ensemble fit alone, whose models stop early at different epochs, ends bit for bit as one
-    process's (weights, Adam state, record, the generator's draws).
+    process's (weights, Adam state, record, the generator's draws). MB-MPO with the PPO-style
+    meta-update (Adam on gradients averaged over the ranks) too.
     Then MAML-TRPO through `torchrun -m metakit train` and a config, in float32."""
     script = tmp_path / "meta_rl.py"
     script.write_text(META_RL_STEPS)
@@ -133,6 +145,7 @@ def test_maml_trpo_and_mbmpo_on_two_ranks_equal_one_process(tmp_path):
     assert all(torch.equal(x, y) for x, y in zip(a["alone"], b["alone"]))  # and the same draws made
     for part in a["mbmpo"]:
         torch.testing.assert_close(a["mbmpo"][part], b["mbmpo"][part], rtol=1e-7, atol=1e-9)
+    assert int(a["mbmpo"]["ppo"][-3]) == 2 * 2 * 3  # Adam's step count: iterations x meta-steps x steps
 
     train(load_config("maml-trpo-nav2d", RL_TINY), tmp_path / "one", progress=False)
     sets = [item for value in RL_TINY for item in ("--set", value)]

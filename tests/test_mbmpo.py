@@ -104,15 +104,20 @@ def test_each_task_imagines_with_its_own_model(tasks):
     torch.testing.assert_close(trajectories.rewards[1, :, 0], -(torch.full((3, 2), 2.0) - goal).norm(dim=-1))
 
 
-def test_mbmpo_meta_gradient_equals_a_per_task_loop_on_the_same_imagined_episodes(float64):
+@pytest.mark.parametrize("clip", [None, 0.1])  # TRPO's surrogate; PPO's, RLlib's meta-update
+def test_mbmpo_meta_gradient_equals_a_per_task_loop_on_the_same_imagined_episodes(float64, clip):
     torch.manual_seed(0)
     ensemble = DynamicsEnsemble(2, 2, models=3, hidden_sizes=(8,), generator=torch.Generator().manual_seed(0))
     mbmpo = nav_mbmpo(ensemble, tasks=3)
     data = mbmpo.meta.sample(mbmpo.model_env, 3, 3, torch.Generator().manual_seed(1))
     policy, params = mbmpo.policy, list(mbmpo.policy.parameters())
+    if clip is not None:  # away from the sampling weights, where the clip bites
+        with torch.no_grad():
+            for p in params:
+                p.add_(0.3 * torch.randn_like(p))
     names = [n for n, _ in policy.named_parameters()]
-    vectorised = torch.autograd.grad(mbmpo.meta.objectives(data)()[0], params)
-    train_, valid, total = data["train"], data["valid"], 0
+    vectorised = torch.autograd.grad(mbmpo.meta.objectives(data, clip=clip)()[0], params)
+    train_, valid, total, clipped = data["train"], data["valid"], 0, 0
     for i in range(3):  # model i's episodes, one task at a time with plain autograd
         mask = train_.mask[i]
         inner = (
@@ -130,11 +135,16 @@ def test_mbmpo_meta_gradient_equals_a_per_task_loop_on_the_same_imagined_episode
         log_ratio = policy.log_prob(
             functional_call(policy, fast, (valid.observations[i],)), valid.actions[i]
         ) - policy.log_prob(data["old_out"][i], valid.actions[i])
-        total = (
-            total - (log_ratio.exp() * data["valid_adv"][i] * valid.mask[i]).sum() / valid.mask[i].sum() / 3
-        )
+        ratio, adv = log_ratio.exp(), data["valid_adv"][i]
+        objective = ratio * adv
+        if clip is not None:
+            bounded = ratio.clamp(1 - clip, 1 + clip) * adv
+            clipped += int((bounded < objective).sum())
+            objective = torch.min(objective, bounded)
+        total = total - (objective * valid.mask[i]).sum() / valid.mask[i].sum() / 3
     for got, expected in zip(vectorised, torch.autograd.grad(total, params)):
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+    assert clip is None or clipped > 5  # the clipped branch was exercised
 
 
 def test_real_data_keeps_every_step_taken_and_the_newest_when_full():
@@ -174,11 +184,13 @@ def test_models_see_the_actions_the_environment_applies(clip):
     assert torch.equal(beyond, at_bound) == clip and not torch.equal(beyond, start)
 
 
-def test_mbmpo_run_learns_navigation_and_resumes_exactly(whole_and_resumed_runs, tmp_path):
+@pytest.mark.parametrize("meta_update", ["trpo", "ppo"])
+def test_mbmpo_run_learns_navigation_and_resumes_exactly(whole_and_resumed_runs, tmp_path, meta_update):
     """mbmpo-nav2d: the real return climbs from a random policy's far into the goal's
     neighbourhood; killed at its first checkpoint and resumed, it ends with the same policy,
-    models, optimiser and data."""
-    overrides = ["algorithm.meta_steps=3", "train.episodes=5"]
+    models, optimisers and data."""
+    overrides = ["algorithm.meta_steps=3", "train.episodes=5", f"algorithm.meta_update={meta_update}"]
+    overrides += ["algorithm.meta_lr=0.03"] if meta_update == "ppo" else []  # 6 updates: larger steps
     whole, killed = whole_and_resumed_runs("mbmpo-nav2d", overrides, 2, tmp_path)
     first = torch.load(whole / "checkpoint.pt", weights_only=True)["algorithm"]
     again = torch.load(killed / "checkpoint.pt", weights_only=True)["algorithm"]
@@ -187,11 +199,15 @@ def test_mbmpo_run_learns_navigation_and_resumes_exactly(whole_and_resumed_runs,
             torch.testing.assert_close(again[part][key], value, rtol=0, atol=0)
     for key in ("observations", "actions", "next_observations"):
         torch.testing.assert_close(again["mbmpo"]["data"][key], first["mbmpo"]["data"][key], rtol=0, atol=0)
-    adam = first["mbmpo"]["ensemble_optimizer"]["state"]
-    for index, state in adam.items():  # each model's step count and moments
-        for name, value in state.items():
-            torch.testing.assert_close(again["mbmpo"]["ensemble_optimizer"]["state"][index][name], value,
-                                       rtol=0, atol=0)
+    optimizers = ["ensemble_optimizer"] + (["meta_optimizer"] if meta_update == "ppo" else [])
+    assert ("meta_optimizer" in first["mbmpo"]) == (meta_update == "ppo")
+    for optimizer in optimizers:
+        adam = first["mbmpo"][optimizer]["state"]
+        assert adam
+        for index, state in adam.items():  # each model's (or the policy's) step count and moments
+            for name, value in state.items():
+                torch.testing.assert_close(again["mbmpo"][optimizer]["state"][index][name], value,
+                                           rtol=0, atol=0)
     curve = first["history"]
     initial = build(load_config("mbmpo-nav2d", overrides)).mbmpo.evaluate(
         10, torch.Generator().manual_seed(0)
@@ -200,6 +216,10 @@ def test_mbmpo_run_learns_navigation_and_resumes_exactly(whole_and_resumed_runs,
 
 
 def test_mbmpo_errors_name_the_environment_and_a_diverging_model_stops_the_run(tmp_path, monkeypatch):
+    with pytest.raises(MetakitError, match=r"algorithm.meta_update.*one of \('trpo', 'ppo'\).*'adam'"):
+        load_config("mbmpo-nav2d", ["algorithm.meta_update=adam"])
+    with pytest.raises(MetakitError, match="meta_update must be one of .*, got 'sgd'"):
+        nav_mbmpo(constant_models(3), meta_update="sgd")
     with pytest.raises(MetakitError, match="AntDir has no known reward function"):
         build(load_config("mbmpo-nav2d", ["env.name=AntDir"]))
     with pytest.raises(MetakitError, match="needs continuous actions, got CartPole"):

@@ -14,7 +14,7 @@ from torch.func import functional_call
 from metakit import MetakitError
 from metakit.rl import envs
 from metakit.rl.maml_trpo import MAMLTRPO
-from metakit.rl.optim import conjugate_gradient, flat, hessian_vector_product, trpo_step
+from metakit.rl.optim import conjugate_gradient, flat, hessian_vector_product, optimizer_steps, trpo_step
 from metakit.rl.policies import CategoricalMLPPolicy, GaussianMLPPolicy, policy_for
 from metakit.rl.returns import discounted_returns, gae, linear_feature_baseline
 from metakit.rl.sampling import rollout
@@ -233,6 +233,39 @@ def test_trpo_step_lowers_the_loss_within_the_kl_bound():
     info = trpo_step(list(policy.parameters()), lambda: (loss(), kl()), max_kl=0.01)
     assert info["accepted"] and info["loss_after"] < info["loss_before"]
     assert 0 < kl().item() <= 0.01 and math.isclose(kl().item(), info["kl"], rel_tol=1e-5)
+
+
+def test_optimizer_steps_take_the_optimizers_steps_on_the_same_data_and_report_the_kl_after():
+    """RLlib's meta-update: k optimiser steps on one batch, each gradient through `average`."""
+    torch.manual_seed(0)
+    policy = CategoricalMLPPolicy(4, 3, hidden=(16,))
+    twin = CategoricalMLPPolicy(4, 3, hidden=(16,))
+    twin.load_state_dict(policy.state_dict())
+    obs, actions, advantages = torch.randn(200, 4), torch.randint(3, (200,)), torch.randn(200)
+    old = policy(obs).detach()
+
+    def objectives(net):
+        def loss_and_kl():
+            out = net(obs)
+            ratio = (net.log_prob(out, actions) - net.log_prob(old, actions)).exp()
+            return -(ratio * advantages).mean(), net.kl(old, out).mean()
+
+        return loss_and_kl
+
+    averaged = []
+    adam = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    info = optimizer_steps(list(policy.parameters()), objectives(policy), adam, 3,
+                           average=lambda t: averaged.append(t) or t)
+    reference = torch.optim.Adam(twin.parameters(), lr=1e-2)
+    for _ in range(3):  # the plain torch loop
+        reference.zero_grad()
+        objectives(twin)()[0].backward()
+        reference.step()
+    for a, b in zip(policy.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert len(averaged) == 3 * len(list(policy.parameters())) + 3  # each gradient; the loss before and after
+    loss, kl = (v.item() for v in objectives(policy)())
+    assert info["loss_after"] == loss < info["loss_before"] and info["kl"] == kl > 0
 
 
 @pytest.mark.parametrize("env_name", ["Navigation2D", "CartPole"])

@@ -15,7 +15,7 @@ import torch
 from ..rl import MAMLTRPO
 from ..rl.dynamics import PRECISIONS, DynamicsEnsemble
 from ..rl.maml_trpo import FISHERS
-from ..rl.mbmpo import MBMPO
+from ..rl.mbmpo import MBMPO, META_UPDATES
 from .config import check, non_negative, positive, sizes
 from .maml_trpo import MLPPolicyConfig, policy_from_config
 from .metarl import MetaRLAlgorithm, MetaRLConfig, build_env
@@ -31,7 +31,13 @@ class MBMPOSection:
     cg_damping: float = check(*non_negative, default=1e-5)
     # the TRPO step's KL Hessian: "exact" (through the inner step) or "adapted" (cheaper)
     fisher: str = check(lambda v: v in FISHERS, f"one of {FISHERS}", default="exact")
-    meta_steps: int = check(*positive, default=30)  # MAML-TRPO steps per iteration
+    meta_steps: int = check(*positive, default=30)  # meta-updates per iteration
+    # "trpo" (the paper's) or "ppo": RLlib's, `ppo_steps` Adam steps (`meta_lr`) on PPO's
+    # surrogate clipped at `ppo_clip`, through the inner step (max_kl, cg_damping, fisher unused)
+    meta_update: str = check(lambda v: v in META_UPDATES, f"one of {META_UPDATES}", default="trpo")
+    meta_lr: float = check(*positive, default=1e-3)
+    ppo_steps: int = check(*positive, default=8)
+    ppo_clip: float = check(*positive, default=0.5)
     random_steps: int = check(*positive, default=5000)  # real steps of random actions first
     models: int = check(*positive, default=5)
     model_hidden_sizes: list[int] = check(*sizes, default_factory=lambda: [512, 512])
@@ -118,6 +124,10 @@ class MBMPOExperiment(MetaRLAlgorithm):
             fit,
             eval_env=build_env(config.env),
             clip_actions=a.clip_model_actions,
+            meta_update=a.meta_update,
+            meta_lr=a.meta_lr,
+            ppo_steps=a.ppo_steps,
+            ppo_clip=a.ppo_clip,
         )
         self.history: list[dict] = []  # one evaluation point per iteration
 

@@ -126,10 +126,10 @@ class MAMLTRPO(nn.Module):
             "valid_adv": advantages(valid, self.gamma, self.gae_lambda),
         }
 
-    def objectives(self, data: dict):
+    def objectives(self, data: dict, clip: float | None = None):
         """A function of the current weights theta giving (surrogate loss, mean KL from the
         sampling policy, the adapted policies' outputs), all through the inner step, from one
-        forward pass."""
+        forward pass. With `clip`, the surrogate is PPO's: min(r A, clip(r, 1 - clip, 1 + clip) A)."""
         train, train_adv, valid, old_out = data["train"], data["train_adv"], data["valid"], data["old_out"]
         old_log_prob, mask = self.policy.log_prob(old_out, valid.actions), valid.mask
         steps = mask.sum((1, 2))
@@ -137,7 +137,10 @@ class MAMLTRPO(nn.Module):
         def surrogate_kl_and_outputs():
             out = self._fast_outputs(self._adapt_all(train, train_adv), valid.observations)
             ratio = (self.policy.log_prob(out, valid.actions) - old_log_prob).exp()
-            surrogate = -((ratio * data["valid_adv"] * mask).sum((1, 2)) / steps).mean()
+            objective = ratio * data["valid_adv"]
+            if clip is not None:
+                objective = torch.min(objective, ratio.clamp(1 - clip, 1 + clip) * data["valid_adv"])
+            surrogate = -((objective * mask).sum((1, 2)) / steps).mean()
             kl = ((self.policy.kl(old_out, out) * mask).sum((1, 2)) / steps).mean()
             return surrogate, kl, out
 

@@ -7,6 +7,7 @@
             T tasks spread evenly over the models; imagined episodes of pi_theta in each
             phi_i = theta - alpha grad L_PG(theta);   imagined episodes of pi_phi_i
             theta <- TRPO step on the post-update surrogate, through the inner step
+                     (meta_update="ppo": RLlib's update, Adam steps on PPO's clipped surrogate)
         D <- D + one real episode per task of pi_phi_i, phi_i adapted in model(i)
 
 Under torchrun each rank rolls out its share of the tasks, real and imagined (task-first random
@@ -32,8 +33,10 @@ from .dynamics import DynamicsEnsemble
 from .envs.base import TaskEnv
 from .envs.model import ModelEnv
 from .maml_trpo import MAMLTRPO, advantages
-from .optim import trpo_step
+from .optim import optimizer_steps, trpo_step
 from .sampling import Trajectories, rollout
+
+META_UPDATES = ("trpo", "ppo")  # the paper's TRPO step; RLlib's Adam steps on a clipped surrogate
 
 
 class MBMPO:
@@ -51,6 +54,10 @@ class MBMPO:
         model_fit: dict | None = None,
         eval_env: TaskEnv | None = None,
         clip_actions: bool = True,
+        meta_update: str = "trpo",
+        meta_lr: float = 1e-3,
+        ppo_steps: int = 8,
+        ppo_clip: float = 0.5,
     ):
         if env.discrete:
             raise MetakitError(f"MB-MPO needs continuous actions, got {type(env).__name__}")
@@ -60,11 +67,18 @@ class MBMPO:
                 f"{ensemble.action_size} actions; {type(env).__name__} has "
                 f"{env.observation_size} and {env.action_size}"
             )
+        if meta_update not in META_UPDATES:
+            raise MetakitError(f"meta_update must be one of {META_UPDATES}, got {meta_update!r}")
         env.known_reward(task, *_probe(env))  # fails now, naming the env, if it has no known reward
         self.env, self.eval_env, self.meta, self.ensemble = env, eval_env or env, meta, ensemble
         self.task, self.policy = task, meta.policy
         self.num_tasks, self.imagined_episodes, self.meta_steps = num_tasks, imagined_episodes, meta_steps
         self.random_steps, self.buffer_size, self.model_fit = random_steps, buffer_size, model_fit or {}
+        # RLlib's meta-update keeps one Adam over the meta-steps; TRPO needs no state
+        self.meta_optimizer = (
+            torch.optim.Adam(self.policy.parameters(), lr=meta_lr) if meta_update == "ppo" else None
+        )
+        self.ppo_steps, self.ppo_clip = ppo_steps, ppo_clip
         # the models see the actions the environment applies, clipped to its bound (the official
         # code feeds raw ones: beyond the bound, where D holds none, the models extrapolate and
         # the policy learns to exploit them)
@@ -122,7 +136,7 @@ class MBMPO:
         return info
 
     def meta_step(self, generator: torch.Generator | None = None) -> dict[str, float]:
-        """One MAML-TRPO step on fresh imagined episodes, model k standing for task k."""
+        """One meta-update on fresh imagined episodes, model k standing for task k."""
         start = time.perf_counter()
         tasks = self.model_env.sample_tasks(self.num_tasks, generator)
         with distributed.task_share(self.num_tasks):
@@ -130,14 +144,13 @@ class MBMPO:
                 self.model_env, distributed.shard(tasks), self.imagined_episodes, generator
             )
         sampled = time.perf_counter()
-        info = trpo_step(
-            list(self.policy.parameters()),
-            self.meta.objectives(data),
-            self.meta.max_kl,
-            self.meta.cg_damping,
-            fisher=self.meta.fisher(data),
-            average=distributed.mean,
-        )
+        params = list(self.policy.parameters())
+        if self.meta_optimizer is None:
+            info = trpo_step(params, self.meta.objectives(data), self.meta.max_kl, self.meta.cg_damping,
+                             fisher=self.meta.fisher(data), average=distributed.mean)
+        else:
+            clipped = self.meta.objectives(data, clip=self.ppo_clip)
+            info = optimizer_steps(params, clipped, self.meta_optimizer, self.ppo_steps, distributed.mean)
         return {
             "imagined_return": distributed.average(data["train"].episode_returns().mean()),
             "imagined_return_adapted": distributed.average(data["valid"].episode_returns().mean()),
@@ -205,6 +218,7 @@ class MBMPO:
             "ensemble_optimizer": self.ensemble.optimizer.state_dict(),
             "bounds": None if bounds is None else tuple(b.cpu() for b in bounds),
             "real_steps": self.real_steps,
+            **({} if self.meta_optimizer is None else {"meta_optimizer": self.meta_optimizer.state_dict()}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -214,6 +228,11 @@ class MBMPO:
         self.model_env.bounds = None if bounds is None else tuple(b.to(self.model_env.device) for b in bounds)
         # runs saved before the count existed: their data had not reached buffer_size
         self.real_steps = state.get("real_steps", self.data["observations"].shape[0])
+        if self.meta_optimizer is not None:
+            if "meta_optimizer" not in state:
+                raise MetakitError("this checkpoint was trained with meta_update='trpo'; it cannot resume "
+                                   "with meta_update='ppo' (no Adam state to restore)")
+            self.meta_optimizer.load_state_dict(state["meta_optimizer"])
 
     def _applied(self, actions: torch.Tensor) -> torch.Tensor:
         return actions if self.action_limit is None else actions.clamp(-self.action_limit, self.action_limit)

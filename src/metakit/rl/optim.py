@@ -109,6 +109,26 @@ def trpo_step(params: Sequence[torch.Tensor], objectives: Callable[[], tuple[tor
             "accepted": False}
 
 
+def optimizer_steps(params: Sequence[torch.Tensor], objectives: Callable[[], tuple[torch.Tensor, ...]],
+                    optimizer: torch.optim.Optimizer, steps: int,
+                    average: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> dict:
+    """`steps` updates of `optimizer` on the loss objectives() gives, all on the same data (as
+    RLlib's MAML and MB-MPO meta-update: Adam on PPO's clipped surrogate through the inner
+    step). objectives() and `average` as in trpo_step; the KL given is the one after the steps."""
+    params = list(params)
+    for k in range(steps):
+        loss = objectives()[0]
+        if k == 0:
+            before = average(loss.detach())
+        for p, g in zip(params, torch.autograd.grad(loss, params)):
+            p.grad = average(g)
+        optimizer.step()
+    with torch.no_grad():
+        after, kl = (average(value) for value in objectives()[:2])
+    return {"loss_before": before.item(), "loss_after": after.item(), "kl": kl.item(), "backtracks": 0,
+            "accepted": True}
+
+
 def ppo_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
              mask: torch.Tensor, clip: float = 0.2) -> torch.Tensor:
     """-mean over valid steps of min(ratio A, clip(ratio, 1 - clip, 1 + clip) A)."""
