@@ -220,6 +220,10 @@ def test_mbmpo_errors_name_the_environment_and_a_diverging_model_stops_the_run(t
         load_config("mbmpo-nav2d", ["algorithm.meta_update=adam"])
     with pytest.raises(MetakitError, match="meta_update must be one of .*, got 'sgd'"):
         nav_mbmpo(constant_models(3), meta_update="sgd")
+    with pytest.raises(MetakitError, match="ppo_steps must be an integer >= 1, got 0"):
+        nav_mbmpo(constant_models(3), meta_update="ppo", ppo_steps=0)
+    with pytest.raises(MetakitError, match="ppo_clip"):
+        nav_mbmpo(constant_models(3), meta_update="ppo", ppo_clip=-0.2)
     with pytest.raises(MetakitError, match="AntDir has no known reward function"):
         build(load_config("mbmpo-nav2d", ["env.name=AntDir"]))
     with pytest.raises(MetakitError, match="needs continuous actions, got CartPole"):

@@ -29,6 +29,7 @@ import torch
 
 from .. import distributed
 from ..errors import MetakitError
+from ..gradient.learner import check_lr
 from .dynamics import DynamicsEnsemble
 from .envs.base import TaskEnv
 from .envs.model import ModelEnv
@@ -69,6 +70,10 @@ class MBMPO:
             )
         if meta_update not in META_UPDATES:
             raise MetakitError(f"meta_update must be one of {META_UPDATES}, got {meta_update!r}")
+        if not isinstance(ppo_steps, int) or ppo_steps < 1:
+            raise MetakitError(f"ppo_steps must be an integer >= 1, got {ppo_steps!r}")
+        check_lr("meta_lr", meta_lr)
+        check_lr("ppo_clip", ppo_clip)
         env.known_reward(task, *_probe(env))  # fails now, naming the env, if it has no known reward
         self.env, self.eval_env, self.meta, self.ensemble = env, eval_env or env, meta, ensemble
         self.task, self.policy = task, meta.policy
