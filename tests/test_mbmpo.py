@@ -224,6 +224,9 @@ def test_mbmpo_errors_name_the_environment_and_a_diverging_model_stops_the_run(t
         nav_mbmpo(constant_models(3), meta_update="ppo", ppo_steps=0)
     with pytest.raises(MetakitError, match="ppo_clip"):
         nav_mbmpo(constant_models(3), meta_update="ppo", ppo_clip=-0.2)
+    with pytest.raises(MetakitError, match="trained with meta_update='trpo'; it cannot resume"):
+        trpo_state = nav_mbmpo(constant_models(3)).state_dict()
+        nav_mbmpo(constant_models(3), meta_update="ppo").load_state_dict(trpo_state)
     with pytest.raises(MetakitError, match="AntDir has no known reward function"):
         build(load_config("mbmpo-nav2d", ["env.name=AntDir"]))
     with pytest.raises(MetakitError, match="needs continuous actions, got CartPole"):
