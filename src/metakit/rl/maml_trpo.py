@@ -23,7 +23,7 @@ from ..engine import may_call_norms, run_over_tasks
 from ..errors import MetakitError
 from ..gradient.learner import check_lr
 from .envs.base import TaskEnv
-from .optim import fisher_vector_product, policy_gradient_loss, trpo_step
+from .optim import clipped_objective, fisher_vector_product, policy_gradient_loss, trpo_step
 from .returns import discounted_returns, gae, linear_feature_baseline, normalize
 from .sampling import Trajectories, rollout
 
@@ -137,9 +137,8 @@ class MAMLTRPO(nn.Module):
         def surrogate_kl_and_outputs():
             out = self._fast_outputs(self._adapt_all(train, train_adv), valid.observations)
             ratio = (self.policy.log_prob(out, valid.actions) - old_log_prob).exp()
-            objective = ratio * data["valid_adv"]
-            if clip is not None:
-                objective = torch.min(objective, ratio.clamp(1 - clip, 1 + clip) * data["valid_adv"])
+            adv = data["valid_adv"]
+            objective = ratio * adv if clip is None else clipped_objective(ratio, adv, clip)
             surrogate = -((objective * mask).sum((1, 2)) / steps).mean()
             kl = ((self.policy.kl(old_out, out) * mask).sum((1, 2)) / steps).mean()
             return surrogate, kl, out

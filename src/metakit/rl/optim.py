@@ -129,11 +129,15 @@ def optimizer_steps(params: Sequence[torch.Tensor], objectives: Callable[[], tup
             "accepted": True}
 
 
+def clipped_objective(ratio: torch.Tensor, advantages: torch.Tensor, clip: float) -> torch.Tensor:
+    """PPO's per-step objective: min(ratio A, clip(ratio, 1 - clip, 1 + clip) A)."""
+    return torch.min(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages)
+
+
 def ppo_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
              mask: torch.Tensor, clip: float = 0.2) -> torch.Tensor:
-    """-mean over valid steps of min(ratio A, clip(ratio, 1 - clip, 1 + clip) A)."""
-    ratio = (log_prob - old_log_prob).exp()
-    objective = torch.min(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages)
+    """-mean over valid steps of PPO's clipped objective."""
+    objective = clipped_objective((log_prob - old_log_prob).exp(), advantages, clip)
     return -(objective * mask).sum() / mask.sum().clamp_min(1)
 
 
