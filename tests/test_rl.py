@@ -1,6 +1,9 @@
 """Meta-RL core: environments by hand and against Gymnasium, returns, TRPO, MAML-TRPO."""
 
 import math
+import os
+import subprocess
+import sys
 
 import gymnasium
 import numpy as np
@@ -479,3 +482,21 @@ def test_mujoco_copies_split_over_worker_processes_step_as_one_process():
     assert np.array_equal(one.qpos, two.qpos) and np.array_equal(one.qvel, two.qvel)
     assert not np.array_equal(one.qpos, qpos)
     two.close()
+
+
+@pytest.mark.parametrize("stepping", ["batched", "gymnasium"])
+def test_mujocos_deprecation_warning_is_a_python_warning_and_writes_no_log_file(stepping, tmp_path):
+    # MuJoCo's default handler prints each warning and appends it to MUJOCO_LOG.TXT in the
+    # working directory; a fresh process, as the handler is process-wide
+    code = (
+        "import warnings, torch; from metakit.rl import envs\n"
+        "warnings.simplefilter('always')\n"
+        f"env = envs.make('HalfCheetah', stepping='{stepping}', workers=2)\n"
+        "env.set_tasks(env.sample_tasks(3)); env.reset(2)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+    assert "UserWarning: MuJoCo: compiler attribute 'settotalmass'" in done.stderr
+    assert "WARNING: compiler attribute" not in done.stderr  # MuJoCo's own print

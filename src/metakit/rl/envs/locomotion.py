@@ -18,15 +18,13 @@ Differences from the rllab originals are listed in docs/meta-rl.md.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 
 from ... import distributed
 from ...errors import MetakitError
 from .base import TaskEnv, check_horizon
-from .mujoco_batch import MuJoCoCopies, gymnasium_asset
+from .mujoco_batch import MuJoCoCopies, gymnasium_asset, warn_in_python
 
 MODELS = {"HalfCheetah": ("HalfCheetah-v5", 17, 6), "Ant": ("Ant-v5", 105, 8)}
 ASSETS = {"HalfCheetah": "half_cheetah.xml", "Ant": "ant.xml"}
@@ -82,9 +80,7 @@ class Locomotion(TaskEnv):
             import gymnasium  # noqa: PLC0415 (mujoco is an optional dependency)
             import mujoco  # noqa: PLC0415
 
-            # Gymnasium's model files use an attribute MuJoCo 3.3+ deprecates, and MuJoCo
-            # prints that once per model: hundreds of lines. A Python warning shows it once.
-            mujoco.set_mju_user_warning(lambda message: warnings.warn(f"MuJoCo: {message}", stacklevel=1))
+            warn_in_python(mujoco)  # else one line per model: hundreds
             if self._vector is not None:
                 self._vector.close()
             # Ant-v5 would also end an episode at 1000 steps; our horizon is shorter

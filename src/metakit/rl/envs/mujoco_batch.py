@@ -23,6 +23,13 @@ import warnings
 import numpy as np
 
 
+def warn_in_python(mujoco) -> None:
+    """MuJoCo's warnings as Python warnings (shown once, not per copy), not its default of
+    printing each one and appending it to MUJOCO_LOG.TXT in the working directory: Gymnasium's
+    model files use an attribute MuJoCo 3.3+ deprecates. Call before loading a model."""
+    mujoco.set_mju_user_warning(lambda message: warnings.warn(f"MuJoCo: {message}", stacklevel=1))
+
+
 def gymnasium_asset(name: str) -> str:
     """The path of a model file shipped with Gymnasium (e.g. "half_cheetah.xml")."""
     import gymnasium  # noqa: PLC0415 (mujoco and gymnasium are optional dependencies)
@@ -36,8 +43,7 @@ class _Copies:
     def __init__(self, xml_path: str, frame_skip: int, start: int, stop: int, arrays: dict):
         import mujoco  # noqa: PLC0415
 
-        # Gymnasium's model files use an attribute MuJoCo 3.3+ deprecates; say it once, not per copy
-        mujoco.set_mju_user_warning(lambda message: warnings.warn(f"MuJoCo: {message}", stacklevel=1))
+        warn_in_python(mujoco)
         self.mujoco, self.model, self.frame_skip = mujoco, mujoco.MjModel.from_xml_path(xml_path), frame_skip
         self.data = [mujoco.MjData(self.model) for _ in range(start, stop)]
         self.rows = slice(start, stop)
@@ -96,6 +102,7 @@ class MuJoCoCopies:
     def __init__(self, xml_path: str, count: int, frame_skip: int, workers: int = 1, forces: bool = False):
         import mujoco  # noqa: PLC0415
 
+        warn_in_python(mujoco)
         model = mujoco.MjModel.from_xml_path(xml_path)
         self.count, self.frame_skip = count, frame_skip
         self.dt = model.opt.timestep * frame_skip
