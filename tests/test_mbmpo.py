@@ -76,12 +76,12 @@ def constant_models(models: int) -> DynamicsEnsemble:
     return ensemble
 
 
-def nav_mbmpo(ensemble, tasks=6, **kwargs) -> MBMPO:
+def nav_mbmpo(ensemble, tasks=6, compile=False, **kwargs) -> MBMPO:
     env = envs.Navigation2D(horizon=5)
     policy = GaussianMLPPolicy(2, 2, (8,), activation="tanh")
     return MBMPO(
         env,
-        MAMLTRPO(policy, fast_lr=0.1),
+        MAMLTRPO(policy, fast_lr=0.1, compile=compile),
         ensemble,
         torch.tensor([0.3, -0.2]),
         num_tasks=tasks,
@@ -104,11 +104,12 @@ def test_each_task_imagines_with_its_own_model(tasks):
     torch.testing.assert_close(trajectories.rewards[1, :, 0], -(torch.full((3, 2), 2.0) - goal).norm(dim=-1))
 
 
-@pytest.mark.parametrize("clip", [None, 0.1])  # TRPO's surrogate; PPO's, RLlib's meta-update
-def test_mbmpo_meta_gradient_equals_a_per_task_loop_on_the_same_imagined_episodes(float64, clip):
+# TRPO's surrogate; PPO's (RLlib's meta-update), eager and compiled
+@pytest.mark.parametrize("clip, compile", [(None, False), (0.1, False), (0.1, True)])
+def test_mbmpo_meta_gradient_equals_a_per_task_loop_on_the_same_imagined_episodes(float64, clip, compile):
     torch.manual_seed(0)
     ensemble = DynamicsEnsemble(2, 2, models=3, hidden_sizes=(8,), generator=torch.Generator().manual_seed(0))
-    mbmpo = nav_mbmpo(ensemble, tasks=3)
+    mbmpo = nav_mbmpo(ensemble, tasks=3, compile=compile)
     data = mbmpo.meta.sample(mbmpo.model_env, 3, 3, torch.Generator().manual_seed(1))
     policy, params = mbmpo.policy, list(mbmpo.policy.parameters())
     if clip is not None:  # away from the sampling weights, where the clip bites

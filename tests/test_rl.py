@@ -1,5 +1,6 @@
 """Meta-RL core: environments by hand and against Gymnasium, returns, TRPO, MAML-TRPO."""
 
+import copy
 import math
 import os
 import subprocess
@@ -286,6 +287,36 @@ def test_maml_trpo_fisher_product_is_the_exact_kl_hessian_through_the_inner_step
     for seed in range(3):
         v = torch.randn(sum(p.numel() for p in params), generator=torch.Generator().manual_seed(seed))
         torch.testing.assert_close(fisher(v), exact(v), rtol=1e-8, atol=1e-10)
+
+
+def test_compiled_maml_trpo_takes_the_eager_steps(float64):
+    """compile=True: the same TRPO steps (exact and adapted Fisher; the compiled pass gives no
+    outputs, so the exact Fisher takes its own) and PPO-style Adam steps as eager, in float64.
+    CG damping 1: at 0.1, CG on this tiny problem turns a 1e-15 change in the gradient into 4e-4
+    in the step, eager or compiled."""
+    torch.manual_seed(0)
+    env = envs.Navigation2D(horizon=6)
+    eager = MAMLTRPO(policy_for(env, hidden=(8,)), fast_lr=0.3)
+    compiled = MAMLTRPO(copy.deepcopy(eager.policy), fast_lr=0.3, compile=True)
+    data = eager.sample(env, 3, 4, torch.Generator().manual_seed(1))
+    assert len(compiled.objectives(data)()) == 2
+    optimizers = {algo: torch.optim.Adam(algo.policy.parameters(), lr=0.01) for algo in (eager, compiled)}
+    for fisher in ("exact", "adapted", "ppo"):
+        infos = []
+        for algo in (eager, compiled):
+            params = list(algo.policy.parameters())
+            if fisher == "ppo":
+                infos.append(optimizer_steps(params, algo.objectives(data, clip=0.2), optimizers[algo], 3))
+            else:
+                algo.fisher_mode = fisher
+                fisher_product = algo.fisher(data, damping=1.0)
+                infos.append(trpo_step(params, algo.objectives(data), 0.01, 1.0, fisher=fisher_product))
+        assert infos[0]["accepted"] and infos[0]["kl"] > 0
+        assert infos[1] == pytest.approx(infos[0], rel=1e-9)
+        for a, b in zip(eager.policy.parameters(), compiled.policy.parameters()):
+            torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-12)
+    with pytest.raises(MetakitError, match="compile must be true or false, got 'yes'"):
+        MAMLTRPO(policy_for(env, hidden=(8,)), compile="yes")
 
 
 @pytest.mark.parametrize("fast_lr", [0.0, 0.3])

@@ -34,6 +34,8 @@ class MAMLTRPOSection:
     cg_damping: float = check(*non_negative, default=1e-5)
     # the TRPO step's KL Hessian: "exact" (through the inner step) or "adapted" (cheaper)
     fisher: str = check(lambda v: v in FISHERS, f"one of {FISHERS}", default="exact")
+    # the surrogate and KL through the inner step as compiled graphs (torch.compile)
+    compile: bool = check(lambda v: isinstance(v, bool), "true or false", default=False)
 
 
 @dataclass
@@ -73,7 +75,7 @@ class MAMLTRPOExperiment(MetaRLAlgorithm):
         self.policy = policy_from_config(self.env, config.policy).to(device)
         a = config.algorithm
         self.algo = MAMLTRPO(self.policy, a.fast_lr, a.inner_steps, a.first_order, a.gamma, a.gae_lambda,
-                             a.max_kl, a.cg_damping, fisher=a.fisher)
+                             a.max_kl, a.cg_damping, fisher=a.fisher, compile=a.compile)
         self._record: list = []
 
     def step(self, generator):

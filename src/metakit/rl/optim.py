@@ -88,7 +88,10 @@ def trpo_step(params: Sequence[torch.Tensor], objectives: Callable[[], tuple[tor
         raise MetakitError(f"max_kl must be > 0, got {max_kl!r}")
     params = list(params)
     loss, kl, *outputs = objectives()
-    gradient = average(flat(torch.autograd.grad(loss, params, retain_graph=True)))
+    # the graph is kept for the Hessian products built from it (a compiled pass, which gives no
+    # outputs, cannot keep its graph)
+    keep = fisher is None or bool(outputs)
+    gradient = average(flat(torch.autograd.grad(loss, params, retain_graph=keep)))
     local_hvp = fisher(*outputs) if fisher is not None else hessian_vector_product(kl, params, damping)
     hvp = lambda vector: average(local_hvp(vector))  # noqa: E731
     direction, residual = conjugate_gradient(hvp, -gradient, cg_iterations, with_residual=True)
