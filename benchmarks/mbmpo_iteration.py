@@ -2,7 +2,8 @@
 split into its four phases (real sampling, model fitting, imagined sampling, policy
 optimisation), for the first iterations of a fresh run; then, from the state they leave, one
 model fit in each `model_precision` and one meta-step in each `fisher` x `model_precision`
-setting, interleaved, each from the same weights; and one imagined step of 20 tasks x E
+setting, and with `algorithm.compile` and the PPO-style update, interleaved, each from the same
+weights; and one imagined step of 20 tasks x E
 episodes through the 5-model ensemble, each model's tasks as one batch (what ModelEnv does for
 tasks spread evenly) against per-task weights. Writes benchmarks/results/mbmpo-iteration-cpu.json.
 
@@ -46,33 +47,47 @@ def ensemble_query(ensemble, tasks: int, episodes: int, rounds: int = 20) -> dic
 
 def settings(mbmpo, generator, rounds: int = 3) -> dict:
     """Median seconds of a model fit per precision and of a meta-step's imagined sampling and
-    policy optimisation per (fisher, precision), every measurement from the same state."""
+    policy optimisation per setting (fisher x precision; then the adapted-Fisher TRPO step and
+    the PPO-style update, eager and compiled), every measurement from the same state. Each
+    compiled setting takes one meta-step first, untimed, to compile."""
     ensemble, meta = mbmpo.ensemble, mbmpo.meta
     start = copy.deepcopy((ensemble.state_dict(), ensemble.optimizer.state_dict(), meta.policy.state_dict()))
-    kept = (ensemble.precision, meta.fisher_mode)
+    kept = (ensemble.precision, meta.fisher_mode, meta.compile, mbmpo.meta_optimizer)
+    steps_grid = {
+        f"{fisher}/{precision}": (fisher, precision, False, "trpo")
+        for fisher, precision in itertools.product(("exact", "adapted"), ("float32", "bfloat16"))
+    }
+    steps_grid.update({
+        "adapted/float32/compiled": ("adapted", "float32", True, "trpo"),
+        "ppo/float32": ("adapted", "float32", False, "ppo"),
+        "ppo/float32/compiled": ("adapted", "float32", True, "ppo"),
+    })
 
-    def restore():
+    def restore(fisher="adapted", precision="float32", compiled=False, update="trpo"):
         ensemble.load_state_dict(start[0])
         ensemble.optimizer.load_state_dict(start[1])
         meta.policy.load_state_dict(start[2])
+        ensemble.precision, meta.fisher_mode, meta.compile = precision, fisher, compiled
+        adam = torch.optim.Adam(meta.policy.parameters(), lr=1e-3)  # the config's meta_lr
+        mbmpo.meta_optimizer = adam if update == "ppo" else None
 
+    for setting in steps_grid.values():
+        if setting[2]:
+            restore(*setting)
+            mbmpo.meta_step(generator)
     fits, steps = {}, {}
     for _ in range(rounds):
         for precision in ("float32", "bfloat16"):
-            restore()
-            ensemble.precision = precision
+            restore(precision=precision)
             clock = time.perf_counter()
             mbmpo.fit_models(generator)
             fits.setdefault(precision, []).append(time.perf_counter() - clock)
-        for fisher, precision in itertools.product(("exact", "adapted"), ("float32", "bfloat16")):
-            restore()
-            ensemble.precision, meta.fisher_mode = precision, fisher
+        for name, setting in steps_grid.items():
+            restore(*setting)
             info = mbmpo.meta_step(generator)
-            steps.setdefault(f"{fisher}/{precision}", []).append(
-                (info["imagined_sampling_s"], info["policy_optimisation_s"])
-            )
+            steps.setdefault(name, []).append((info["imagined_sampling_s"], info["policy_optimisation_s"]))
     restore()
-    ensemble.precision, meta.fisher_mode = kept
+    ensemble.precision, meta.fisher_mode, meta.compile, mbmpo.meta_optimizer = kept
     return {
         "model_fit_s": {k: round(statistics.median(v), 2) for k, v in fits.items()},
         "meta_step_s": {

@@ -72,16 +72,10 @@ class MAMLTRPO(nn.Module):
         self.policy, self.chunk_size, self.exact_norms = policy, chunk_size, may_call_norms(policy)
         self.fast_lr, self.inner_steps, self.first_order = fast_lr, inner_steps, first_order
         self.gamma, self.gae_lambda, self.max_kl, self.cg_damping = gamma, gae_lambda, max_kl, cg_damping
-        self.fisher_mode, self.compile = fisher, compile
-        # compile=True: the surrogate and KL (through the inner step) and their gradient as one
-        # compiled graph each, with and without gradients; 2.4x faster a gradient on MB-MPO's
-        # HalfCheetah batch. Such a graph cannot be differentiated twice, so it gives no outputs
-        # for the exact Fisher, which then takes its own eager pass (see fisher).
-        self._objective = (
-            compile_own(lambda *args: self._surrogate_kl_and_outputs(*args)[:2])
-            if compile
-            else self._surrogate_kl_and_outputs
-        )
+        # compile=True: the surrogate and KL through the inner step as compiled graphs (with and
+        # without gradients), compiled at the first use. Such a graph cannot be differentiated
+        # twice, so it gives no outputs for the exact Fisher, which takes its own eager pass
+        self.fisher_mode, self.compile, self._compiled = fisher, compile, None
 
     # -- per task, under the engine's vmap ---------------------------------------------------
     def _outputs(self, params, observations):
@@ -147,6 +141,13 @@ class MAMLTRPO(nn.Module):
         args = (data["train"], data["train_adv"], data["valid"], data["valid_adv"], data["old_out"],
                 old_log_prob, clip)
         return lambda: self._objective(*args)
+
+    def _objective(self, *args):
+        if not self.compile:
+            return self._surrogate_kl_and_outputs(*args)
+        if self._compiled is None:
+            self._compiled = compile_own(lambda *a: self._surrogate_kl_and_outputs(*a)[:2])
+        return self._compiled(*args)
 
     def _surrogate_kl_and_outputs(self, train, train_adv, valid, valid_adv, old_out, old_log_prob, clip):
         mask = valid.mask
