@@ -51,3 +51,21 @@ def test_block_runs_as_pasted(page, index, code, tmp_path, monkeypatch, request)
         finally:
             torch.set_num_threads(threads)
     exec(compile(shorten(code), f"{page.name} block {index}", "exec"), {"__name__": "__readme__"})
+
+
+@pytest.mark.parametrize("row, section", [
+    ("maml-trpo", "metakit.experiment.maml_trpo:MAMLTRPOSection"),
+    ("mbmpo", "metakit.experiment.mbmpo:MBMPOSection"),
+    ("rl2", "metakit.experiment.rl2:RL2Section"),
+])
+def test_usage_names_every_algorithm_key_of_the_meta_rl_configs(row, section):
+    """docs/usage.md's table of keys: a key added to a config and not to its row is found here."""
+    import dataclasses
+    import importlib
+
+    module, name = section.split(":")
+    line = next(line for line in (ROOT / "docs" / "usage.md").read_text().splitlines()
+                if line.startswith(f"| {row} |"))
+    keys = [f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name))]
+    missing = [k for k in keys if k != "name" and not re.search(rf"\b{k}\b", line.split("`algorithm`")[1])]
+    assert not missing, f"docs/usage.md's {row} row lacks {missing}"
