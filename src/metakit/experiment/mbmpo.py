@@ -39,7 +39,8 @@ class MBMPOSection:
     ppo_steps: int = check(*positive, default=8)
     ppo_clip: float = check(*positive, default=0.5)
     # the policy's surrogate and KL through the inner step as compiled graphs (torch.compile):
-    # 1.5x faster a PPO-style meta-update here; the first meta-step compiles (~45 s on CPU)
+    # 1.2x (TRPO) and 1.3x (PPO-style) less policy optimisation on 2 CPU threads
+    # (docs/mbmpo.md); the first meta-step compiles, about a minute
     compile: bool = check(lambda v: isinstance(v, bool), "true or false", default=False)
     random_steps: int = check(*positive, default=5000)  # real steps of random actions first
     models: int = check(*positive, default=5)
