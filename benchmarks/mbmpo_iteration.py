@@ -45,7 +45,7 @@ def ensemble_query(ensemble, tasks: int, episodes: int, rounds: int = 20) -> dic
     return {k: round(statistics.median(v), 2) for k, v in times.items()}
 
 
-def settings(mbmpo, generator, rounds: int = 3) -> dict:
+def settings(mbmpo, generator, rounds: int = 3, meta_lr: float = 1e-3) -> dict:
     """Median seconds of a model fit per precision and of a meta-step's imagined sampling and
     policy optimisation per setting (fisher x precision; then the adapted-Fisher TRPO step and
     the PPO-style update, eager and compiled), every measurement from the same state. Each
@@ -68,8 +68,8 @@ def settings(mbmpo, generator, rounds: int = 3) -> dict:
         ensemble.optimizer.load_state_dict(start[1])
         meta.policy.load_state_dict(start[2])
         ensemble.precision, meta.fisher_mode, meta.compile = precision, fisher, compiled
-        adam = torch.optim.Adam(meta.policy.parameters(), lr=1e-3)  # the config's meta_lr
-        mbmpo.meta_optimizer = adam if update == "ppo" else None
+        ppo = update == "ppo"
+        mbmpo.meta_optimizer = torch.optim.Adam(meta.policy.parameters(), lr=meta_lr) if ppo else None
 
     for setting in steps_grid.values():
         if setting[2]:
@@ -123,7 +123,7 @@ def main() -> None:
             }
         )
         print(rows[-1], flush=True)
-    compared = settings(algo.mbmpo, generator, args.rounds)
+    compared = settings(algo.mbmpo, generator, args.rounds, config.algorithm.meta_lr)
     print("from the same state:", compared)
     query = ensemble_query(algo.mbmpo.ensemble, config.train.meta_batch_size, config.train.episodes)
     print("one imagined step through the ensemble:", query)
