@@ -319,3 +319,30 @@ def test_the_seeds_summary_reads_each_run_and_groups_seeds_by_setting(tmp_path):
     labelled = summary_of(tmp_path / "s1", "--merge", "--label", "new code")["by_setting"]
     groups = sorted((g["seeds"], g["label"], g["settings"]["models"]) for g in labelled)
     assert groups == [([0], "", 1), ([0], "", 5), ([1], "new code", 5)]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_the_first_iteration_probe_runs_the_first_iteration_as_metakit_train_does(tmp_path):
+    """benchmarks/mbmpo_first_iteration.py: its first iteration is the training run's (the same
+    generator: the same models, returns and evaluation), then the second collection's share of
+    episodes on the cheetah's back."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from metakit.experiment.reproduce_mbmpo import BUDGETS
+
+    overrides = [*BUDGETS["smoke"]["mbmpo"], "train.iterations=1"]
+    train(load_config("mbmpo-halfcheetah", overrides), tmp_path / "run", progress=False)
+    trained = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    path = Path(__file__).parents[1] / "benchmarks" / "mbmpo_first_iteration.py"
+    spec = importlib.util.spec_from_file_location("mbmpo_first_iteration", path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    row = probe.first_iteration("mbmpo-halfcheetah", 0, overrides)
+    for key in ("model_valid_loss", "imagined_return", "return", "return_adapted"):
+        assert row["first_fit_valid_loss" if key == "model_valid_loss" else key] == trained[key], key
+    assert 0 <= row["second_collection_steps_on_back"] <= row["second_collection_turned_over"] <= 1
+    summary = probe.summarise([], [row, {**row, "second_collection_turned_over": 0.0}])
+    assert (summary["seeds_with_any_turned_over"], summary["mean_turned_over"]) == (
+        int(row["second_collection_turned_over"] > 0), row["second_collection_turned_over"] / 2)
