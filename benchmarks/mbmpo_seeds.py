@@ -31,6 +31,8 @@ from metakit.rl.envs.locomotion import FRAME_SKIP
 SETTINGS = ("fisher", "model_precision", "meta_steps", "models", "model_updates", "model_rolling",
             "model_weight_norm", "clip_model_actions")
 PPO = ("meta_lr", "ppo_steps", "ppo_clip")  # settings of the PPO-style meta-update, when it is used
+# settings recorded where a run changed them from the bundled config (earlier rows lack them)
+CHANGED = ("max_kl",)
 ON_ITS_BACK = 2.0  # rad of torso pitch: past it the cheetah has turned over
 
 
@@ -67,7 +69,9 @@ def summarise(run: Path, label: str = "", final_episodes: int = 100) -> dict:
         "settings": {k: getattr(config.algorithm, k) for k in SETTINGS} | {"episodes": config.train.episodes}
         | ({"frame_skip": config.env.frame_skip} if config.env.frame_skip is not None else {})
         | ({"meta_update": config.algorithm.meta_update, **{k: getattr(config.algorithm, k) for k in PPO}}
-           if config.algorithm.meta_update != "trpo" else {}),
+           if config.algorithm.meta_update != "trpo" else {})
+        | {k: getattr(config.algorithm, k) for k in CHANGED
+           if getattr(config.algorithm, k) != getattr(load_config("mbmpo-halfcheetah").algorithm, k)},
         "label": label,
         "iterations": len(rows),
         "real_steps": rows[-1]["real_steps"],

@@ -282,7 +282,9 @@ def test_the_seeds_summary_reads_each_run_and_groups_seeds_by_setting(tmp_path):
     from metakit.experiment.reproduce_mbmpo import BUDGETS
 
     runs = {}
-    for name, extra in {"s0": ["seed=0"], "s1": ["seed=1"], "k1": ["seed=0", "algorithm.models=1"]}.items():
+    k1 = ["seed=0", "algorithm.models=1", "algorithm.max_kl=0.03"]
+    settings = {"s0": ["seed=0"], "s1": ["seed=1"], "k1": k1}
+    for name, extra in settings.items():
         config = load_config("mbmpo-halfcheetah", [*BUDGETS["smoke"]["mbmpo"], *extra])
         train(config, tmp_path / name, progress=False)
         lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
@@ -307,6 +309,8 @@ def test_the_seeds_summary_reads_each_run_and_groups_seeds_by_setting(tmp_path):
         assert row["final"]["return"] == pytest.approx(again.evaluate()["return"])
     groups = {tuple(g["seeds"]): g for g in summary["by_setting"]}
     assert set(groups) == {(0, 1), (0,)} and groups[(0,)]["settings"]["models"] == 1
+    # a setting the bundled config does not change is recorded where a run changed it
+    assert groups[(0,)]["settings"]["max_kl"] == 0.03 and "max_kl" not in groups[(0, 1)]["settings"]
     last = [runs[name][-1]["return"] for name in ("s0", "s1")]
     assert groups[(0, 1)]["last"]["mean"] == pytest.approx(sum(last) / 2)
     assert groups[(0, 1)]["last"]["sem"] == pytest.approx(abs(last[0] - last[1]) / 2)  # std / sqrt(2)
