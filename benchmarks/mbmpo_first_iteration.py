@@ -1,8 +1,9 @@
 """How often MB-MPO's first iteration turns the HalfCheetah over, per setting, over many seeds.
 
-The failed seeds of `mbmpo-halfcheetah` share a start: the policy of the first iteration,
-trained on models fitted to 5,000 random steps only, turns the cheetah over in the real episodes
-of the second iteration, and the data (and soon the policy) stay on its back. This runs, for each
+The failed seeds of `mbmpo-halfcheetah` ran on the cheetah's back from the second iteration on
+(so did two of the best seeds at first, which then got up): the first iteration's policy, trained
+on models fitted to the 5,000 random steps alone, turns it over in the second iteration's real
+episodes. This runs, for each
 seed and setting (`--set` overrides of the config, as `metakit train` takes them), the first
 iteration exactly as `metakit train` does (the same generator) and then the second iteration's
 real collection, and reports the first fit's validation loss and epochs, the imagined and real
@@ -33,7 +34,10 @@ ON_ITS_BACK = 2.0  # rad of torso pitch, as benchmarks/mbmpo_seeds.py
 
 def seeds(text: str) -> list[int]:
     first, _, last = text.partition("-")
-    return list(range(int(first), int(last or first) + 1))
+    try:
+        return list(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a seed or a range such as 0-7, got {text!r}") from None
 
 
 def first_iteration(config_name: str, seed: int, overrides: list[str]) -> dict:
@@ -77,7 +81,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", default="mbmpo-halfcheetah")
-    parser.add_argument("--seeds", default="0-7", help="a range, e.g. 0-7")
+    parser.add_argument("--seeds", type=seeds, default="0-7", help="a range, e.g. 0-7")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     parser.add_argument("--label", required=True, help="the setting's name in the JSON")
     parser.add_argument("--out", default="benchmarks/results/mbmpo-first-iteration.json")
@@ -88,7 +92,7 @@ def main() -> None:
     settings = json.loads(out.read_text())["settings"] if args.merge and out.exists() else {}
     hardware = f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
     rows = []
-    for seed in seeds(args.seeds):
+    for seed in args.seeds:
         rows.append(first_iteration(args.config, seed, args.overrides))
         print(json.dumps(rows[-1]), flush=True)
         settings[args.label] = summarise(args.overrides, rows)
