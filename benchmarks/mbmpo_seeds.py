@@ -63,6 +63,7 @@ def summarise(run: Path, label: str = "", final_episodes: int = 100) -> dict:
     config = load_config(str(run / "config.yaml"))
     algo = load(run, "cpu", [f"eval.episodes={final_episodes}"])  # the run's own evaluation, more episodes
     returns = [r["return"] for r in rows]
+    bundled = load_config("mbmpo-halfcheetah").algorithm  # once, for the settings a run changed
     return {
         "run": str(run),
         "seed": config.seed,
@@ -71,7 +72,7 @@ def summarise(run: Path, label: str = "", final_episodes: int = 100) -> dict:
         | ({"meta_update": config.algorithm.meta_update, **{k: getattr(config.algorithm, k) for k in PPO}}
            if config.algorithm.meta_update != "trpo" else {})
         | {k: getattr(config.algorithm, k) for k in CHANGED
-           if getattr(config.algorithm, k) != getattr(load_config("mbmpo-halfcheetah").algorithm, k)},
+           if getattr(config.algorithm, k) != getattr(bundled, k)},
         "label": label,
         "iterations": len(rows),
         "real_steps": rows[-1]["real_steps"],

@@ -344,8 +344,10 @@ def test_the_first_iteration_probe_runs_the_first_iteration_as_metakit_train_doe
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)
     row = probe.first_iteration("mbmpo-halfcheetah", 0, overrides)
-    for key in ("model_valid_loss", "imagined_return", "return", "return_adapted"):
-        assert row["first_fit_valid_loss" if key == "model_valid_loss" else key] == trained[key], key
+    names = {"first_fit_valid_loss": "model_valid_loss", "imagined_return": "imagined_return",
+             "return": "return", "return_adapted": "return_adapted"}  # the probe's name: the run's
+    for mine, theirs in names.items():
+        assert row[mine] == trained[theirs], mine
     assert 0 <= row["second_collection_steps_on_back"] <= row["second_collection_turned_over"] <= 1
     summary = probe.summarise([], [row, {**row, "second_collection_turned_over": 0.0}])
     assert (summary["seeds_with_any_turned_over"], summary["mean_turned_over"]) == (
