@@ -116,7 +116,7 @@ def _mean_std(stat: dict) -> str:
     return f"{stat['mean']:.1f}{spread}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "mbmpo-seeds.json")
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--final-episodes", type=int, default=100,
                         help="real episodes for the final meta-policy's return (default 100)")
     parser.add_argument("--label", default="", help="a tag for the runs given; groups: settings and label")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     runs = [summarise(run, args.label, args.final_episodes) for run in args.runs]
     if args.merge and args.out.is_file():

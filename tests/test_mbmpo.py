@@ -1,7 +1,6 @@
 """MB-MPO: known reward functions, imagined rollouts per model, the meta-gradient, learning,
 exact resume, errors; and the model-free baselines it is compared with."""
 
-import os
 
 import gymnasium
 import numpy as np
@@ -104,12 +103,14 @@ def test_each_task_imagines_with_its_own_model(tasks):
     torch.testing.assert_close(trajectories.rewards[1, :, 0], -(torch.full((3, 2), 2.0) - goal).norm(dim=-1))
 
 
-# TRPO's surrogate; PPO's (RLlib's meta-update), eager and compiled
-@pytest.mark.parametrize("clip, compile", [(None, False), (0.1, False), (0.1, True)])
-def test_mbmpo_meta_gradient_equals_a_per_task_loop_on_the_same_imagined_episodes(float64, clip, compile):
+# TRPO's surrogate; PPO's (RLlib's meta-update). The compiled objectives take the eager ones'
+# steps (test_rl.py's test_compiled_maml_trpo_takes_the_eager_steps, clipped or not); compiling
+# them again here cost a fresh clone's suite 30 s.
+@pytest.mark.parametrize("clip", [None, 0.1])
+def test_mbmpo_meta_gradient_equals_a_per_task_loop_on_the_same_imagined_episodes(float64, clip):
     torch.manual_seed(0)
     ensemble = DynamicsEnsemble(2, 2, models=3, hidden_sizes=(8,), generator=torch.Generator().manual_seed(0))
-    mbmpo = nav_mbmpo(ensemble, tasks=3, compile=compile)
+    mbmpo = nav_mbmpo(ensemble, tasks=3)
     data = mbmpo.meta.sample(mbmpo.model_env, 3, 3, torch.Generator().manual_seed(1))
     policy, params = mbmpo.policy, list(mbmpo.policy.parameters())
     if clip is not None:  # away from the sampling weights, where the clip bites
@@ -216,6 +217,14 @@ def test_mbmpo_run_learns_navigation_and_resumes_exactly(whole_and_resumed_runs,
     assert initial["return"] < -40 and curve[-1]["return"] > initial["return"] / 2.5, (initial, curve)
 
 
+def test_the_compile_setting_reaches_the_policy_update():
+    """algorithm.compile: MB-MPO's MAML-TRPO compiles its objectives (that they take the eager
+    steps is test_rl.py's test_compiled_maml_trpo_takes_the_eager_steps)."""
+    for value in (False, True):
+        config = load_config("mbmpo-nav2d", [f"algorithm.compile={str(value).lower()}"])
+        assert build(config).mbmpo.meta.compile is value
+
+
 def test_mbmpo_errors_name_the_environment_and_a_diverging_model_stops_the_run(tmp_path, monkeypatch):
     with pytest.raises(MetakitError, match=r"algorithm.meta_update.*one of \('trpo', 'ppo'\).*'adam'"):
         load_config("mbmpo-nav2d", ["algorithm.meta_update=adam"])
@@ -274,9 +283,8 @@ def test_model_free_baselines_improve_navigation_to_one_goal(make):
 def test_the_seeds_summary_reads_each_run_and_groups_seeds_by_setting(tmp_path):
     """benchmarks/mbmpo_seeds.py: each run's figures are its metrics', two seeds of one setting
     make one group with their mean, another setting its own group."""
+    import importlib.util
     import json
-    import subprocess
-    import sys
     from pathlib import Path
 
     from metakit.experiment.reproduce_mbmpo import BUDGETS
@@ -289,12 +297,14 @@ def test_the_seeds_summary_reads_each_run_and_groups_seeds_by_setting(tmp_path):
         train(config, tmp_path / name, progress=False)
         lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
         runs[name] = [json.loads(line) for line in lines]
-    script = Path(__file__).parents[1] / "benchmarks" / "mbmpo_seeds.py"
+    path = Path(__file__).parents[1] / "benchmarks" / "mbmpo_seeds.py"
+    spec = importlib.util.spec_from_file_location("mbmpo_seeds", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
     out = tmp_path / "seeds.json"
 
-    def summary_of(*args) -> dict:
-        subprocess.run([sys.executable, script, *args, "--out", out, "--final-episodes", "3"], check=True,
-                       capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    def summary_of(*args) -> dict:  # the command line, in this process
+        script.main([*map(str, args), "--out", str(out), "--final-episodes", "3"])
         return json.loads(out.read_text())
 
     summary = summary_of(*(tmp_path / n for n in runs))
