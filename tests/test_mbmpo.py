@@ -1,7 +1,6 @@
 """MB-MPO: known reward functions, imagined rollouts per model, the meta-gradient, learning,
 exact resume, errors; and the model-free baselines it is compared with."""
 
-
 import gymnasium
 import numpy as np
 import pytest
@@ -75,12 +74,12 @@ def constant_models(models: int) -> DynamicsEnsemble:
     return ensemble
 
 
-def nav_mbmpo(ensemble, tasks=6, compile=False, **kwargs) -> MBMPO:
+def nav_mbmpo(ensemble, tasks=6, **kwargs) -> MBMPO:
     env = envs.Navigation2D(horizon=5)
     policy = GaussianMLPPolicy(2, 2, (8,), activation="tanh")
     return MBMPO(
         env,
-        MAMLTRPO(policy, fast_lr=0.1, compile=compile),
+        MAMLTRPO(policy, fast_lr=0.1),
         ensemble,
         torch.tensor([0.3, -0.2]),
         num_tasks=tasks,
@@ -303,8 +302,12 @@ def test_the_seeds_summary_reads_each_run_and_groups_seeds_by_setting(tmp_path):
     spec.loader.exec_module(script)
     out = tmp_path / "seeds.json"
 
-    def summary_of(*args) -> dict:  # the command line, in this process
-        script.main([*map(str, args), "--out", str(out), "--final-episodes", "3"])
+    def summary_of(*args) -> dict:  # the command line, in this process (it sets one thread)
+        threads = torch.get_num_threads()
+        try:
+            script.main([*map(str, args), "--out", str(out), "--final-episodes", "3"])
+        finally:
+            torch.set_num_threads(threads)
         return json.loads(out.read_text())
 
     summary = summary_of(*(tmp_path / n for n in runs))
