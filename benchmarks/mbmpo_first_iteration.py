@@ -18,6 +18,7 @@ Writes benchmarks/results/mbmpo-first-iteration.json (or --out; --merge keeps ro
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -28,6 +29,7 @@ import torch
 
 from metakit.experiment import build, load_config
 from metakit.files import save_json
+from metakit.rl.sampling import rollout
 
 ON_ITS_BACK = 2.0  # rad of torso pitch, as benchmarks/mbmpo_seeds.py
 
@@ -44,12 +46,20 @@ def first_iteration(config_name: str, seed: int, overrides: list[str]) -> dict:
     config = load_config(config_name, [f"seed={seed}", *overrides])
     algo = build(config, "cpu")
     algo.progress = False
+    untrained = copy.deepcopy(algo.mbmpo.policy)
     generator = torch.Generator().manual_seed(config.seed)  # as the runner's
     start = time.perf_counter()
     metrics = algo.step(generator)  # iteration 1 and its evaluation
-    second = algo.mbmpo.collect(generator)  # iteration 2's real episodes
-    pitch = second.observations[..., 1].abs() > ON_ITS_BACK  # [tasks, 1, steps]
-    valid = second.mask.bool()
+    mbmpo = algo.mbmpo
+    random_pitch = mbmpo.data["observations"][:, 1].abs().max().item()  # D is the random steps
+    # the generators below are their own, so the real episodes stay the run's
+    own = torch.Generator().manual_seed(10_000 + seed)
+    fast = mbmpo.adapted_in_models(own)  # binds the model env to its tasks
+    imagined = rollout(mbmpo.model_env, mbmpo.policy, 1, own, params=fast)
+    second = mbmpo.collect(generator)  # iteration 2's real episodes
+    seconds = time.perf_counter() - start
+    mbmpo.env.set_tasks(mbmpo.task.expand(mbmpo.num_tasks, *mbmpo.task.shape))
+    before = rollout(mbmpo.env, untrained, 1, torch.Generator().manual_seed(20_000 + seed))
     return {
         "seed": seed,
         "first_fit_valid_loss": metrics["model_valid_loss"],
@@ -58,9 +68,24 @@ def first_iteration(config_name: str, seed: int, overrides: list[str]) -> dict:
         "return": metrics["return"],
         "return_adapted": metrics["return_adapted"],
         "second_collection_return": second.episode_returns().mean().item(),
-        "second_collection_turned_over": (pitch & valid).any(-1).float().mean().item(),
-        "second_collection_steps_on_back": (pitch & valid).sum().item() / valid.sum().item(),
-        "seconds": time.perf_counter() - start,
+        **turned_over("second_collection", second),
+        # do the models foresee it? the adapted policies' imagined episodes, one per task
+        "imagined_adapted_return": imagined.episode_returns().mean().item(),
+        **turned_over("imagined_adapted", imagined),
+        # and before any training: the random steps' largest pitch, the untrained policy's episodes
+        "random_steps_max_pitch": random_pitch,
+        **turned_over("untrained", before),
+        "seconds": seconds,
+    }
+
+
+def turned_over(name: str, episodes) -> dict:
+    """The share of `episodes` (one per task) that turn past ON_ITS_BACK, and of their steps."""
+    pitch = episodes.observations[..., 1].abs() > ON_ITS_BACK  # [tasks, episodes, steps]
+    valid = episodes.mask.bool()
+    return {
+        f"{name}_turned_over": (pitch & valid).any(-1).float().mean().item(),
+        f"{name}_steps_on_back": (pitch & valid).sum().item() / valid.sum().item(),
     }
 
 

@@ -32,7 +32,7 @@ SETTINGS = ("fisher", "model_precision", "meta_steps", "models", "model_updates"
             "model_weight_norm", "clip_model_actions")
 PPO = ("meta_lr", "ppo_steps", "ppo_clip")  # settings of the PPO-style meta-update, when it is used
 # settings recorded where a run changed them from the bundled config (earlier rows lack them)
-CHANGED = ("max_kl",)
+CHANGED = (("algorithm", "max_kl"), ("policy", "init_std"))
 ON_ITS_BACK = 2.0  # rad of torso pitch: past it the cheetah has turned over
 
 
@@ -63,7 +63,7 @@ def summarise(run: Path, label: str = "", final_episodes: int = 100) -> dict:
     config = load_config(str(run / "config.yaml"))
     algo = load(run, "cpu", [f"eval.episodes={final_episodes}"])  # the run's own evaluation, more episodes
     returns = [r["return"] for r in rows]
-    bundled = load_config("mbmpo-halfcheetah").algorithm  # once, for the settings a run changed
+    bundled = load_config("mbmpo-halfcheetah")  # once, for the settings a run changed
     return {
         "run": str(run),
         "seed": config.seed,
@@ -71,8 +71,8 @@ def summarise(run: Path, label: str = "", final_episodes: int = 100) -> dict:
         | ({"frame_skip": config.env.frame_skip} if config.env.frame_skip is not None else {})
         | ({"meta_update": config.algorithm.meta_update, **{k: getattr(config.algorithm, k) for k in PPO}}
            if config.algorithm.meta_update != "trpo" else {})
-        | {k: getattr(config.algorithm, k) for k in CHANGED
-           if getattr(config.algorithm, k) != getattr(bundled, k)},
+        | {k: getattr(getattr(config, part), k) for part, k in CHANGED
+           if getattr(getattr(config, part), k) != getattr(getattr(bundled, part), k)},
         "label": label,
         "iterations": len(rows),
         "real_steps": rows[-1]["real_steps"],

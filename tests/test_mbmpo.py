@@ -1,6 +1,8 @@
 """MB-MPO: known reward functions, imagined rollouts per model, the meta-gradient, learning,
 exact resume, errors; and the model-free baselines it is compared with."""
 
+from types import SimpleNamespace
+
 import gymnasium
 import numpy as np
 import pytest
@@ -361,7 +363,14 @@ def test_the_first_iteration_probe_runs_the_first_iteration_as_metakit_train_doe
              "return": "return", "return_adapted": "return_adapted"}  # the probe's name: the run's
     for mine, theirs in names.items():
         assert row[mine] == trained[theirs], mine
-    assert 0 <= row["second_collection_steps_on_back"] <= row["second_collection_turned_over"] <= 1
+    for name in ("second_collection", "imagined_adapted", "untrained"):
+        assert 0 <= row[f"{name}_steps_on_back"] <= row[f"{name}_turned_over"] <= 1, name
+    assert 0 < row["random_steps_max_pitch"] < 3.2  # radians
+    # one task, two episodes of three steps: the first past 2 rad once, its last step unused
+    obs = torch.zeros(1, 2, 3, 17)
+    obs[0, 0, 1, 1], obs[0, 0, 2, 1], obs[0, 1, 0, 1] = -2.5, 2.5, 1.9
+    episodes = SimpleNamespace(observations=obs, mask=torch.tensor([[[1, 1, 0], [1, 1, 1.0]]]))
+    assert probe.turned_over("x", episodes) == {"x_turned_over": 0.5, "x_steps_on_back": 0.2}
     summary = probe.summarise([], [row, {**row, "second_collection_turned_over": 0.0}])
     assert (summary["seeds_with_any_turned_over"], summary["mean_turned_over"]) == (
         int(row["second_collection_turned_over"] > 0), row["second_collection_turned_over"] / 2)
