@@ -18,7 +18,6 @@ Writes benchmarks/results/mbmpo-first-iteration.json (or --out; --merge keeps ro
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import platform
 import statistics
@@ -46,20 +45,16 @@ def first_iteration(config_name: str, seed: int, overrides: list[str]) -> dict:
     config = load_config(config_name, [f"seed={seed}", *overrides])
     algo = build(config, "cpu")
     algo.progress = False
-    untrained = copy.deepcopy(algo.mbmpo.policy)
+    before = before_training(algo.mbmpo, seed)
     generator = torch.Generator().manual_seed(config.seed)  # as the runner's
     start = time.perf_counter()
     metrics = algo.step(generator)  # iteration 1 and its evaluation
     mbmpo = algo.mbmpo
-    random_pitch = mbmpo.data["observations"][:, 1].abs().max().item()  # D is the random steps
-    # the generators below are their own, so the real episodes stay the run's
-    own = torch.Generator().manual_seed(10_000 + seed)
+    random_pitch = mbmpo.data["observations"][:, 1].abs().max().item()  # D: the random steps alone
+    own = torch.Generator().manual_seed(10_000 + seed)  # its own, so the real episodes stay the run's
     fast = mbmpo.adapted_in_models(own)  # binds the model env to its tasks
     imagined = rollout(mbmpo.model_env, mbmpo.policy, 1, own, params=fast)
     second = mbmpo.collect(generator)  # iteration 2's real episodes
-    seconds = time.perf_counter() - start
-    mbmpo.env.set_tasks(mbmpo.task.expand(mbmpo.num_tasks, *mbmpo.task.shape))
-    before = rollout(mbmpo.env, untrained, 1, torch.Generator().manual_seed(20_000 + seed))
     return {
         "seed": seed,
         "first_fit_valid_loss": metrics["model_valid_loss"],
@@ -72,11 +67,27 @@ def first_iteration(config_name: str, seed: int, overrides: list[str]) -> dict:
         # do the models foresee it? the adapted policies' imagined episodes, one per task
         "imagined_adapted_return": imagined.episode_returns().mean().item(),
         **turned_over("imagined_adapted", imagined),
-        # and before any training: the random steps' largest pitch, the untrained policy's episodes
         "random_steps_max_pitch": random_pitch,
-        **turned_over("untrained", before),
-        "seconds": seconds,
+        **before,
+        "seconds": time.perf_counter() - start,
     }
+
+
+def before_training(mbmpo, seed: int) -> dict:
+    """The untrained policy's real episodes, one per task, on a generator of their own."""
+    mbmpo.env.set_tasks(mbmpo.task.expand(mbmpo.num_tasks, *mbmpo.task.shape))
+    episodes = rollout(mbmpo.env, mbmpo.policy, 1, torch.Generator().manual_seed(20_000 + seed))
+    returns = episodes.episode_returns().mean().item()
+    return {"untrained_return": returns, **turned_over("untrained", episodes)}
+
+
+def untrained_only(config_name: str, seed: int, overrides: list[str]) -> dict:
+    """Seconds: the random steps' largest pitch and the untrained policy's episodes."""
+    algo = build(load_config(config_name, [f"seed={seed}", *overrides]), "cpu")
+    before = before_training(algo.mbmpo, seed)
+    algo.mbmpo.collect(torch.Generator().manual_seed(seed))  # the random steps, as the runner's
+    return {"seed": seed, "random_steps_max_pitch": algo.mbmpo.data["observations"][:, 1].abs().max().item(),
+            **before}
 
 
 def turned_over(name: str, episodes) -> dict:
@@ -90,6 +101,9 @@ def turned_over(name: str, episodes) -> dict:
 
 
 def summarise(overrides: list[str], rows: list[dict]) -> dict:
+    if "first_fit_valid_loss" not in rows[0]:  # --untrained
+        return {"overrides": overrides, "rows": rows,
+                "mean_untrained_turned_over": statistics.fmean(r["untrained_turned_over"] for r in rows)}
     turned = [r["second_collection_turned_over"] for r in rows]
     return {
         "overrides": overrides,
@@ -110,6 +124,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     parser.add_argument("--label", required=True, help="the setting's name in the JSON")
     parser.add_argument("--out", default="benchmarks/results/mbmpo-first-iteration.json")
+    parser.add_argument("--untrained", action="store_true",
+                        help="only the random steps' largest pitch and the untrained policy's episodes")
     parser.add_argument("--merge", action="store_true", help="keep the settings already in --out")
     args = parser.parse_args()
 
@@ -118,7 +134,8 @@ def main() -> None:
     hardware = f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
     rows = []
     for seed in args.seeds:
-        rows.append(first_iteration(args.config, seed, args.overrides))
+        probe = untrained_only if args.untrained else first_iteration
+        rows.append(probe(args.config, seed, args.overrides))
         print(json.dumps(rows[-1]), flush=True)
         settings[args.label] = summarise(args.overrides, rows)
         save_json({  # after every seed: a stopped run keeps the seeds it finished

@@ -366,6 +366,8 @@ def test_the_first_iteration_probe_runs_the_first_iteration_as_metakit_train_doe
     for name in ("second_collection", "imagined_adapted", "untrained"):
         assert 0 <= row[f"{name}_steps_on_back"] <= row[f"{name}_turned_over"] <= 1, name
     assert 0 < row["random_steps_max_pitch"] < 3.2  # radians
+    quick = probe.untrained_only("mbmpo-halfcheetah", 0, overrides)  # the same steps, no training
+    assert quick == {k: row[k] for k in quick}
     # one task, two episodes of three steps: the first past 2 rad once, its last step unused
     obs = torch.zeros(1, 2, 3, 17)
     obs[0, 0, 1, 1], obs[0, 0, 2, 1], obs[0, 1, 0, 1] = -2.5, 2.5, 1.9
