@@ -55,6 +55,20 @@ def on_its_back(policy, episodes: int, seed: int, frame_skip: int = FRAME_SKIP) 
     return turned
 
 
+def steps_on_back_by_iteration(mbmpo, rows: list[dict]) -> list[float | None]:
+    """Of the real steps each iteration collected (the first: the random ones; then one episode
+    per task of the adapted policies), the share with the torso past ON_ITS_BACK; from the data
+    the checkpoint keeps (the last `buffer_size` steps: None where all of an iteration's are gone)."""
+    pitch = mbmpo.data["observations"][:, 1].abs() > ON_ITS_BACK
+    dropped = mbmpo.real_steps - len(pitch)  # the oldest steps, beyond the buffer
+    ends = [0] + [int(r["real_steps"]) for r in rows]
+    shares = []
+    for start, end in zip(ends[:-1], ends[1:]):
+        kept = pitch[max(start - dropped, 0) : max(end - dropped, 0)]
+        shares.append(kept.float().mean().item() if len(kept) else None)
+    return shares
+
+
 def summarise(run: Path, label: str = "", final_episodes: int = 100) -> dict:
     metrics = run / "metrics.jsonl"
     if not metrics.is_file():
@@ -84,6 +98,7 @@ def summarise(run: Path, label: str = "", final_episodes: int = 100) -> dict:
         "on_its_back": on_its_back(algo.trained().policy, config.eval.episodes, config.eval.seed,
                                    config.env.frame_skip or FRAME_SKIP),
         "episodes": config.eval.episodes,
+        "steps_on_back_by_iteration": steps_on_back_by_iteration(algo.mbmpo, rows),
         "minutes": rows[-1]["seconds"] / 60,
         "final": {k: v for k, v in algo.evaluate().items() if k in ("return", "return_adapted")}
         | {"episodes": final_episodes},

@@ -291,7 +291,7 @@ def test_the_seeds_summary_reads_each_run_and_groups_seeds_by_setting(tmp_path):
     from metakit.experiment.reproduce_mbmpo import BUDGETS
 
     runs = {}
-    k1 = ["seed=0", "algorithm.models=1", "algorithm.max_kl=0.03"]
+    k1 = ["seed=0", "algorithm.models=1", "algorithm.max_kl=0.03", "policy.init_std=0.3"]
     settings = {"s0": ["seed=0"], "s1": ["seed=1"], "k1": k1}
     for name, extra in settings.items():
         config = load_config("mbmpo-halfcheetah", [*BUDGETS["smoke"]["mbmpo"], *extra])
@@ -326,6 +326,15 @@ def test_the_seeds_summary_reads_each_run_and_groups_seeds_by_setting(tmp_path):
     assert set(groups) == {(0, 1), (0,)} and groups[(0,)]["settings"]["models"] == 1
     # a setting the bundled config does not change is recorded where a run changed it
     assert groups[(0,)]["settings"]["max_kl"] == 0.03 and "max_kl" not in groups[(0, 1)]["settings"]
+    assert groups[(0,)]["settings"]["init_std"] == 0.3 and "init_std" not in groups[(0, 1)]["settings"]
+    assert all(len(r["steps_on_back_by_iteration"]) == r["iterations"] for r in summary["runs"])
+    # each iteration's share of steps on the back, from the kept data: 10 steps taken, the 8 kept
+    # (global steps 2-9) past 2 rad at steps 3, 5 and 6
+    pitch = torch.tensor([0, 2.5, 0, -3, 2.1, 0, 0, 0])
+    kept = SimpleNamespace(data={"observations": torch.stack([torch.zeros(8), pitch], 1)}, real_steps=10)
+    shares = script.steps_on_back_by_iteration(kept, [{"real_steps": n} for n in (4, 7, 10)])
+    assert shares == pytest.approx([0.5, 2 / 3, 0.0])
+    assert script.steps_on_back_by_iteration(kept, [{"real_steps": n} for n in (2, 10)])[0] is None
     last = [runs[name][-1]["return"] for name in ("s0", "s1")]
     assert groups[(0, 1)]["last"]["mean"] == pytest.approx(sum(last) / 2)
     assert groups[(0, 1)]["last"]["sem"] == pytest.approx(abs(last[0] - last[1]) / 2)  # std / sqrt(2)
