@@ -8,11 +8,15 @@ seed and setting (`--set` overrides of the config, as `metakit train` takes them
 iteration exactly as `metakit train` does (the same generator) and then the second iteration's
 real collection, and reports the first fit's validation loss and epochs, the imagined and real
 returns, and the share of those real episodes (one per task, adapted policies) that turn past
-2 rad (|obs[1]| > 2) and of their steps spent there. Minutes, not the hour of a whole run.
+2 rad (|obs[1]| > 2) and of their steps spent there; the same for the adapted policies' imagined
+episodes (do the models foresee the turn-over?), the random steps' largest pitch, and the untrained
+policy's real episodes. Minutes, not the hour of a whole run; `--untrained` reports only the last
+two, in seconds.
 Writes benchmarks/results/mbmpo-first-iteration.json (or --out; --merge keeps rows already there).
 
     OMP_NUM_THREADS=2 python benchmarks/mbmpo_first_iteration.py --seeds 0-7 --label bundled
     OMP_NUM_THREADS=2 python benchmarks/mbmpo_first_iteration.py --seeds 0-7 --label L --set algorithm.K=V
+    python benchmarks/mbmpo_first_iteration.py --untrained --seeds 0-7 --label L --set policy.init_std=V
 """
 
 from __future__ import annotations

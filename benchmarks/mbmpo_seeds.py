@@ -3,7 +3,8 @@
 points, the best point and after one adaptation step, from its metrics.jsonl; and how often the
 final meta-policy runs on its back: of 10 real episodes (sampled actions, the config's
 evaluation seeds), those in which the torso turns past 2 rad (|obs[1]| > 2), HalfCheetah's known
-trap; and the final meta-policy's return before and after adaptation over more real episodes
+trap, and each iteration's share of real steps spent there (from the checkpoint's kept data);
+and the final meta-policy's return before and after adaptation over more real episodes
 (`--final-episodes`, 100: the run's own evaluation again, its 10-episode points carrying tens
 of points of noise). Then the mean, standard deviation and standard error of the mean over the runs of each
 setting. Writes benchmarks/results/mbmpo-seeds.json (or --out); with --merge the runs already
