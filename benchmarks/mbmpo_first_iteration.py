@@ -54,7 +54,7 @@ def first_iteration(config_name: str, seed: int, overrides: list[str]) -> dict:
     start = time.perf_counter()
     metrics = algo.step(generator)  # iteration 1 and its evaluation
     mbmpo = algo.mbmpo
-    random_pitch = mbmpo.data["observations"][:, 1].abs().max().item()  # D: the random steps alone
+    random_pitch = largest_pitch(mbmpo)  # D holds the random steps alone yet
     own = torch.Generator().manual_seed(10_000 + seed)  # its own, so the real episodes stay the run's
     fast = mbmpo.adapted_in_models(own)  # binds the model env to its tasks
     imagined = rollout(mbmpo.model_env, mbmpo.policy, 1, own, params=fast)
@@ -90,8 +90,12 @@ def untrained_only(config_name: str, seed: int, overrides: list[str]) -> dict:
     algo = build(load_config(config_name, [f"seed={seed}", *overrides]), "cpu")
     before = before_training(algo.mbmpo, seed)
     algo.mbmpo.collect(torch.Generator().manual_seed(seed))  # the random steps, as the runner's
-    return {"seed": seed, "random_steps_max_pitch": algo.mbmpo.data["observations"][:, 1].abs().max().item(),
-            **before}
+    return {"seed": seed, "random_steps_max_pitch": largest_pitch(algo.mbmpo), **before}
+
+
+def largest_pitch(mbmpo) -> float:
+    """The largest |torso pitch| in the real data D, in radians."""
+    return mbmpo.data["observations"][:, 1].abs().max().item()
 
 
 def turned_over(name: str, episodes) -> dict:
