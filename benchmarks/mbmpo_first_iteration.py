@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import torch
 
 from metakit.experiment import build, load_config
+from metakit.experiment.reproduce import hardware
 from metakit.files import save_json
 from metakit.rl.sampling import rollout
 
@@ -139,18 +139,15 @@ def main() -> None:
 
     out = Path(args.out)
     settings = json.loads(out.read_text())["settings"] if args.merge and out.exists() else {}
-    hardware = f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    # each setting keeps its own: settings merged from several commands ran on different threads
+    machine = hardware("cpu")
     rows = []
     for seed in args.seeds:
         probe = untrained_only if args.untrained else first_iteration
         rows.append(probe(args.config, seed, args.overrides))
         print(json.dumps(rows[-1]), flush=True)
-        settings[args.label] = summarise(args.overrides, rows)
-        save_json({  # after every seed: a stopped run keeps the seeds it finished
-            "config": args.config,
-            "hardware": hardware,
-            "settings": settings,
-        }, out)
+        settings[args.label] = {**summarise(args.overrides, rows), "hardware": machine}
+        save_json({"config": args.config, "settings": settings}, out)  # after every seed: a stop keeps them
     summary = {k: v for k, v in settings[args.label].items() if k != "rows"}
     print(args.label, json.dumps(summary))
 
