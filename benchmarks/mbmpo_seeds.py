@@ -30,10 +30,10 @@ from metakit.files import save_json
 from metakit.rl.envs.locomotion import FRAME_SKIP
 
 SETTINGS = ("fisher", "model_precision", "meta_steps", "models", "model_updates", "model_rolling",
-            "model_weight_norm", "clip_model_actions")
+            "model_weight_norm", "clip_model_actions", "max_kl")
 PPO = ("meta_lr", "ppo_steps", "ppo_clip")  # settings of the PPO-style meta-update, when it is used
-# settings recorded where a run changed them from the bundled config (earlier rows lack them)
-CHANGED = (("algorithm", "max_kl"), ("policy", "init_std"))
+# rows recorded before these were kept had the bundled values of then (the paper's): --merge fills them in
+EARLIER = {"max_kl": 0.01, "init_std": 1.0}
 ON_ITS_BACK = 2.0  # rad of torso pitch: past it the cheetah has turned over
 
 
@@ -78,7 +78,6 @@ def summarise(run: Path, label: str = "", final_episodes: int = 100) -> dict:
     config = load_config(str(run / "config.yaml"))
     algo = load(run, "cpu", [f"eval.episodes={final_episodes}"])  # the run's own evaluation, more episodes
     returns = [r["return"] for r in rows]
-    bundled = load_config("mbmpo-halfcheetah")  # once, for the settings a run changed
     return {
         "run": str(run),
         "seed": config.seed,
@@ -86,8 +85,7 @@ def summarise(run: Path, label: str = "", final_episodes: int = 100) -> dict:
         | ({"frame_skip": config.env.frame_skip} if config.env.frame_skip is not None else {})
         | ({"meta_update": config.algorithm.meta_update, **{k: getattr(config.algorithm, k) for k in PPO}}
            if config.algorithm.meta_update != "trpo" else {})
-        | {k: getattr(getattr(config, part), k) for part, k in CHANGED
-           if getattr(getattr(config, part), k) != getattr(getattr(bundled, part), k)},
+        | {"init_std": config.policy.init_std},
         "label": label,
         "iterations": len(rows),
         "real_steps": rows[-1]["real_steps"],
@@ -145,7 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     runs = [summarise(run, args.label, args.final_episodes) for run in args.runs]
     if args.merge and args.out.is_file():
         given = {r["run"] for r in runs}
-        runs = [r for r in json.loads(args.out.read_text())["runs"] if r["run"] not in given] + runs
+        kept = [r for r in json.loads(args.out.read_text())["runs"] if r["run"] not in given]
+        runs = [{**r, "settings": EARLIER | r["settings"]} for r in kept] + runs
     print("run | seed | iterations | last | last 3 | last 5 | best | adapted | on its back | minutes | final")
     for r in runs:
         final = f"{r['final']['return']:.1f} ({r['final']['episodes']} episodes)" if "final" in r else "-"

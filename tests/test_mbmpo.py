@@ -291,7 +291,7 @@ def test_the_seeds_summary_reads_each_run_and_groups_seeds_by_setting(tmp_path):
     from metakit.experiment.reproduce_mbmpo import BUDGETS
 
     runs = {}
-    k1 = ["seed=0", "algorithm.models=1", "algorithm.max_kl=0.03", "policy.init_std=0.3"]
+    k1 = ["seed=0", "algorithm.models=1", "algorithm.max_kl=0.01", "policy.init_std=1.0"]  # the paper's
     settings = {"s0": ["seed=0"], "s1": ["seed=1"], "k1": k1}
     for name, extra in settings.items():
         config = load_config("mbmpo-halfcheetah", [*BUDGETS["smoke"]["mbmpo"], *extra])
@@ -324,9 +324,10 @@ def test_the_seeds_summary_reads_each_run_and_groups_seeds_by_setting(tmp_path):
         assert row["final"]["return"] == pytest.approx(again.evaluate()["return"])
     groups = {tuple(g["seeds"]): g for g in summary["by_setting"]}
     assert set(groups) == {(0, 1), (0,)} and groups[(0,)]["settings"]["models"] == 1
-    # a setting the bundled config does not change is recorded where a run changed it
-    assert groups[(0,)]["settings"]["max_kl"] == 0.03 and "max_kl" not in groups[(0, 1)]["settings"]
-    assert groups[(0,)]["settings"]["init_std"] == 0.3 and "init_std" not in groups[(0, 1)]["settings"]
+    bundled = load_config("mbmpo-halfcheetah")
+    assert groups[(0, 1)]["settings"]["max_kl"] == bundled.algorithm.max_kl != 0.01
+    assert groups[(0, 1)]["settings"]["init_std"] == bundled.policy.init_std != 1.0
+    assert (groups[(0,)]["settings"]["max_kl"], groups[(0,)]["settings"]["init_std"]) == (0.01, 1.0)
     assert all(len(r["steps_on_back_by_iteration"]) == r["iterations"] for r in summary["runs"])
     # each iteration's share of steps on the back, from the kept data: 10 steps taken, the 8 kept
     # (global steps 2-9) past 2 rad at steps 3, 5 and 6
@@ -347,6 +348,14 @@ def test_the_seeds_summary_reads_each_run_and_groups_seeds_by_setting(tmp_path):
     labelled = summary_of(tmp_path / "s1", "--merge", "--label", "new code")["by_setting"]
     groups = sorted((g["seeds"], g["label"], g["settings"]["models"]) for g in labelled)
     assert groups == [([0], "", 1), ([0], "", 5), ([1], "new code", 5)]
+    # a row recorded before max_kl and init_std were kept ran the paper's: --merge says so
+    recorded = json.loads(out.read_text())
+    for row in recorded["runs"]:
+        del row["settings"]["max_kl"], row["settings"]["init_std"]
+    out.write_text(json.dumps(recorded))
+    older = {r["run"]: r["settings"] for r in summary_of(tmp_path / "s1", "--merge")["runs"]}
+    assert (older[str(tmp_path / "s0")]["max_kl"], older[str(tmp_path / "s0")]["init_std"]) == (0.01, 1.0)
+    assert older[str(tmp_path / "s1")]["max_kl"] == load_config("mbmpo-halfcheetah").algorithm.max_kl
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
