@@ -46,6 +46,7 @@ def weights(run_dir):
     return torch.load(run_dir / "checkpoint.pt", weights_only=True)["algorithm"]["learner"]
 
 
+@pytest.mark.heavy
 def test_two_ranks_equal_one_process_and_resume_under_torchrun(tmp_path):
     """4 iterations in one process against 2 in one process, then 2 more on 2 ranks resumed
     from that checkpoint under torchrun (one launch keeps the test short)."""
@@ -120,6 +121,7 @@ distributed.exit_process(0)  # and no interpreter teardown, where a rank could a
 """
 
 
+@pytest.mark.heavy
 def test_maml_trpo_and_mbmpo_on_two_ranks_equal_one_process(tmp_path):
     """MAML-TRPO: each rank rolls out its 2 of the 4 tasks (Pendulum: random starts and Gaussian
     actions, drawn task-first) and the TRPO step averages gradients, Fisher-vector products and
@@ -273,6 +275,7 @@ distributed.exit_process(0)
 """
 
 
+@pytest.mark.heavy
 def test_mann_l2o_meta_critic_and_rl2_on_two_ranks_equal_one_process(tmp_path, real_omniglot):
     """MANN: each rank runs 2 of the 4 augmented episodes of a step; the averaged gradient is
     clipped (the clip binds here) as one process clips the whole batch's: the same model, Adam

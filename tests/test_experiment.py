@@ -34,6 +34,7 @@ def test_unknown_key_and_bad_values_name_the_key(tmp_path):
         load_config("no-such-config")
 
 
+@pytest.mark.heavy
 def test_smoke_run_learns_to_adapt(tmp_path):
     config = load_config(
         "sinusoid",

@@ -187,6 +187,7 @@ def test_models_see_the_actions_the_environment_applies(clip):
     assert torch.equal(beyond, at_bound) == clip and not torch.equal(beyond, start)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("meta_update", ["trpo", "ppo"])
 def test_mbmpo_run_learns_navigation_and_resumes_exactly(whole_and_resumed_runs, tmp_path, meta_update):
     """mbmpo-nav2d: the real return climbs from a random policy's far into the goal's

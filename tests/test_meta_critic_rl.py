@@ -175,6 +175,7 @@ def test_rl_settings_give_clear_errors():
         env.restart(torch.ones(2, 1))
 
 
+@pytest.mark.heavy
 def test_a_short_meta_training_beats_actor_critic_from_scratch():
     """1,200 critic updates on 8 tasks a batch (chunks of 20 steps): on 4 unseen lengths x 3
     seeds, actors trained against the frozen meta-critic score higher greedily than the same

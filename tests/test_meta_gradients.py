@@ -280,6 +280,7 @@ def test_meta_step_takes_the_meta_gradient_of_meta_loss(float64, norm, variant):
         assert (step - reference).norm() <= 1e-10 * reference.norm() and reference.norm() > 0
 
 
+@pytest.mark.heavy
 def test_compiled_meta_step_through_a_norm_layer_is_as_exact_as_eager():
     """torch.func's compiled meta-gradient through LayerNorm against a float64 loop (every
     norm layer: benchmarks/compiled_norms.py)."""
@@ -305,6 +306,7 @@ def test_compiled_meta_step_through_a_norm_layer_is_as_exact_as_eager():
     assert errors[True] < max(3 * errors[False], 1e-6), errors
 
 
+@pytest.mark.heavy
 def test_the_compiled_tape_through_batch_norm_equals_the_eager_tape_and_its_running_statistics():
     """compile=True compiles meta_loss's tape through norm layers too (once refused: the ~1e-3
     measured on conv-4 was a ReLU flipping on float32 rounding, docs/speed.md); BatchNorm in

@@ -162,6 +162,7 @@ def test_reproduce_omniglot_smoke_writes_accuracy_and_lake_error(real_omniglot, 
     assert code == 2 and "--algo, one of ['fomaml', 'maml', 'matching', 'protonet', 'reptile']" in err
 
 
+@pytest.mark.heavy
 def test_short_maml_run_beats_chance_on_held_out_alphabets_and_refuses_20way_runs(real_omniglot, tmp_path,
                                                                                    cli):
     config = load_config("omniglot-maml-5way", [

@@ -289,6 +289,7 @@ def test_maml_trpo_fisher_product_is_the_exact_kl_hessian_through_the_inner_step
         torch.testing.assert_close(fisher(v), exact(v), rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.heavy
 def test_compiled_maml_trpo_takes_the_eager_steps(float64):
     """compile=True: the same TRPO steps (exact and adapted Fisher; the compiled pass gives no
     outputs, so the exact Fisher takes its own) and PPO-style Adam steps as eager, in float64.
